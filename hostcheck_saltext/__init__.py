@@ -1,0 +1,1 @@
+"""hostcheck packaged as a Salt extension (the ``pip install .`` route)."""
