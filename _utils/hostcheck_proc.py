@@ -1,0 +1,488 @@
+"""hostcheck's process snapshot: one pass over ``/proc`` that every check reuses.
+
+Reading the host is kept apart from judging it. This module only reads; the
+analysis modules (``hostcheck_orphans`` and later ones) take a
+:class:`Snapshot` and never touch the file system themselves, so unit tests
+point :func:`snapshot` at a fake ``/proc`` tree.
+
+Cost model: the ``stat`` file of every process is read eagerly (pid, ppid,
+pgid, sid, flags, start time, comm). ``cmdline``, ``exe``, ``cgroup`` and the
+real uid (``status``) are read on first use and cached on the process, so a
+check only pays for the files it needs; ``Snapshot.load_all()`` reads them
+all in one pass for callers that want everything. ``environ`` is read only
+through :meth:`Proc.provenance`, which keeps the few provenance keys listed in
+:data:`PROVENANCE_KEYS` and drops every other value before returning.
+
+Processes that vanish mid-scan are dropped silently (or keep ``None`` in the
+fields that could not be read); permission errors give partial data, never
+an exception.
+
+Runtime dependencies: the Python standard library only.
+"""
+
+import os
+import time
+
+PF_KTHREAD = 0x00200000
+
+#: The only environment keys hostcheck ever reads out of ``/proc/PID/environ``.
+#: They prove where a process came from; no other value leaves the minion.
+PROVENANCE_KEYS = (
+    b"SUPERVISOR_ENABLED",
+    b"SUPERVISOR_PROCESS_NAME",
+    b"SUPERVISOR_GROUP_NAME",
+    b"SUPERVISOR_SERVER_URL",
+    b"INVOCATION_ID",
+)
+
+_UNIT_SUFFIXES = (
+    ".service",
+    ".scope",
+    ".socket",
+    ".mount",
+    ".swap",
+    ".timer",
+    ".path",
+    ".device",
+    ".target",
+)
+
+_MISSING = object()
+
+
+def read_bytes(path, limit=1 << 20):
+    """Whole content of a (proc) file, or ``None`` when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        size = 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_small(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _decode(raw):
+    return raw.decode("utf-8", "surrogateescape") if raw is not None else None
+
+
+def parse_stat(raw):
+    """Parse ``/proc/PID/stat`` bytes.
+
+    Returns ``(comm, state, ppid, pgid, sid, flags, starttime)`` or ``None``.
+    The comm field may contain spaces and parentheses, so the fields are
+    taken after the *last* closing parenthesis.
+    """
+    if not raw:
+        return None
+    lpar = raw.find(b"(")
+    rpar = raw.rfind(b")")
+    if lpar < 0 or rpar < lpar:
+        return None
+    rest = raw[rpar + 2 :].split(None, 20)
+    if len(rest) < 20:
+        return None
+    try:
+        return (
+            raw[lpar + 1 : rpar].decode("utf-8", "replace"),
+            rest[0].decode("ascii", "replace"),
+            int(rest[1]),
+            int(rest[2]),
+            int(rest[3]),
+            int(rest[6]),
+            int(rest[19]),
+        )
+    except ValueError:
+        return None
+
+
+def parse_cmdline(raw):
+    """argv list from ``/proc/PID/cmdline`` bytes (empty for kernel threads).
+
+    A process that rewrote its title with setproctitle has one NUL-less
+    string with spaces; that is split on white space so argv[0] is still
+    the program.
+    """
+    if not raw:
+        return []
+    # setproctitle pads the old argv area with NULs: drop the trailing ones.
+    parts = raw.rstrip(b"\0").split(b"\0")
+    if len(parts) == 1 and b" " in parts[0]:
+        parts = parts[0].split()
+    return [p.decode("utf-8", "surrogateescape") for p in parts]
+
+
+def parse_cgroup(raw):
+    """The systemd-relevant cgroup path from ``/proc/PID/cgroup`` bytes.
+
+    cgroup v2 (``0::/path``) and the v1 named hierarchy
+    (``N:name=systemd:/path``) are both understood; on a hybrid host the
+    named hierarchy wins because that is the one systemd tracks units in.
+    Returns ``None`` when neither is present.
+    """
+    if not raw:
+        return None
+    unified = None
+    for line in raw.split(b"\n"):
+        if not line:
+            continue
+        parts = line.split(b":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[1] == b"name=systemd":
+            return parts[2].decode("utf-8", "surrogateescape")
+        if parts[0] == b"0" and parts[1] == b"":
+            unified = parts[2].decode("utf-8", "surrogateescape")
+    return unified
+
+
+def unit_of_cgroup(path):
+    """Map a cgroup path to ``(system_unit, inner_unit)``.
+
+    The system unit is the first path component below the slices
+    (``/system.slice/cron.service`` -> ``cron.service``). Anything deeper
+    belongs to that unit: a user manager's own units
+    (``user@1000.service/app.slice/foo.service`` -> inner ``foo.service``),
+    a container's payload (``machine-x.scope/...``) or a delegated subtree.
+    A unit name is never taken from a deeper level for the system manager,
+    so a container's ``cron.service`` is never confused with the host's.
+    """
+    if not path or path == "/":
+        return None, None
+    system_unit = None
+    inner = None
+    for comp in path.strip("/").split("/"):
+        if not comp:
+            continue
+        if system_unit is None:
+            if comp.endswith(".slice"):
+                continue
+            if comp.endswith(_UNIT_SUFFIXES):
+                system_unit = comp
+                continue
+            return None, None
+        if comp.endswith(_UNIT_SUFFIXES):
+            inner = comp
+    return system_unit, inner
+
+
+def extract_environ_keys(raw, keys=PROVENANCE_KEYS):
+    """Pick only ``keys`` out of raw ``environ`` bytes; everything else is dropped."""
+    out = {}
+    if not raw:
+        return out
+    for key in keys:
+        prefix = key + b"="
+        if raw.startswith(prefix):
+            start = len(prefix)
+        else:
+            idx = raw.find(b"\0" + prefix)
+            if idx < 0:
+                continue
+            start = idx + 1 + len(prefix)
+        end = raw.find(b"\0", start)
+        value = raw[start:] if end < 0 else raw[start:end]
+        out[key.decode("ascii")] = value.decode("utf-8", "replace")
+    return out
+
+
+class Proc:
+    """One process as seen at snapshot time.
+
+    ``pid``, ``ppid``, ``pgid``, ``sid``, ``flags``, ``starttime`` (clock
+    ticks since boot; with the pid it is the process identity), ``state``
+    and ``comm`` are always set. ``cmdline``, ``exe``, ``cgroup`` and ``uid``
+    are read lazily and cached; ``None`` means unreadable or vanished.
+    """
+
+    __slots__ = (
+        "pid",
+        "ppid",
+        "pgid",
+        "sid",
+        "flags",
+        "starttime",
+        "state",
+        "comm",
+        "_base",
+        "_cmdline",
+        "_exe",
+        "_cgroup",
+        "_uid",
+        "_prov",
+    )
+
+    def __init__(self, pid, base, stat):
+        self.pid = pid
+        self._base = base
+        (
+            self.comm,
+            self.state,
+            self.ppid,
+            self.pgid,
+            self.sid,
+            self.flags,
+            self.starttime,
+        ) = stat
+        self._cmdline = _MISSING
+        self._exe = _MISSING
+        self._cgroup = _MISSING
+        self._uid = _MISSING
+        self._prov = _MISSING
+
+    @classmethod
+    def synthetic(cls, pid, ppid, comm="proc", cmdline=None, pgid=None, sid=None,
+                  starttime=1000, flags=0, exe=None, cgroup=None, uid=0,
+                  environ=None, state="S"):
+        """A process built from plain values, for tests and recorded snapshots."""
+        proc = cls(
+            pid,
+            None,
+            (comm, state, ppid, pid if pgid is None else pgid,
+             pid if sid is None else sid, flags, starttime),
+        )
+        # through the same parser as real cmdline bytes (setproctitle titles)
+        proc._cmdline = parse_cmdline(
+            "\0".join(cmdline if cmdline is not None else [comm]).encode("utf-8", "surrogateescape")
+        )
+        proc._exe = exe
+        proc._cgroup = cgroup
+        proc._uid = uid
+        proc._prov = {
+            k: v for k, v in (environ or {}).items()
+            if k.encode() in PROVENANCE_KEYS
+        }
+        return proc
+
+    @property
+    def kernel_thread(self):
+        return bool(self.flags & PF_KTHREAD) or self.pid == 2 or self.ppid == 2
+
+    @property
+    def zombie(self):
+        return self.state in ("Z", "X", "x")
+
+    @property
+    def cmdline(self):
+        if self._cmdline is _MISSING:
+            self._cmdline = parse_cmdline(read_bytes(self._base + "/cmdline"))
+        return self._cmdline
+
+    @property
+    def exe(self):
+        if self._exe is _MISSING:
+            try:
+                self._exe = os.readlink(self._base + "/exe")
+            except OSError:
+                self._exe = None
+        return self._exe
+
+    @property
+    def cgroup(self):
+        if self._cgroup is _MISSING:
+            self._cgroup = parse_cgroup(_read_small(self._base + "/cgroup"))
+        return self._cgroup
+
+    @property
+    def uid(self):
+        """Real uid from ``status`` (``None`` if unreadable)."""
+        if self._uid is _MISSING:
+            self._uid = None
+            raw = read_bytes(self._base + "/status")
+            if raw:
+                idx = raw.find(b"\nUid:")
+                if idx >= 0:
+                    try:
+                        self._uid = int(raw[idx + 5 :].split(None, 1)[0])
+                    except (ValueError, IndexError):
+                        pass
+        return self._uid
+
+    def provenance(self):
+        """The provenance keys of this process's environment (dict, maybe empty)."""
+        if self._prov is _MISSING:
+            self._prov = extract_environ_keys(read_bytes(self._base + "/environ"))
+        return self._prov
+
+    def load(self):
+        """Read every lazy field now (one pass for callers that need all)."""
+        self.cmdline  # pylint: disable=pointless-statement
+        self.exe  # pylint: disable=pointless-statement
+        self.cgroup  # pylint: disable=pointless-statement
+
+    @property
+    def identity(self):
+        return (self.pid, self.starttime)
+
+    def __repr__(self):
+        return "<Proc {} ppid={} {!r}>".format(self.pid, self.ppid, self.comm)
+
+
+class Snapshot:
+    """All processes of one ``/proc`` at one moment, plus the tree relations."""
+
+    def __init__(self, procs, proc_root="/proc", boot_time=None, clk_tck=100,
+                 self_pid=None, taken_at=None):
+        self.procs = procs
+        self.proc_root = proc_root
+        self.boot_time = boot_time
+        self.clk_tck = clk_tck or 100
+        self.self_pid = self_pid
+        self.taken_at = taken_at if taken_at is not None else time.time()
+        self._children = None
+
+    @classmethod
+    def from_procs(cls, procs, **kwargs):
+        """Build a snapshot from :meth:`Proc.synthetic` objects (tests)."""
+        kwargs.setdefault("boot_time", 1_700_000_000.0)
+        return cls({p.pid: p for p in procs}, **kwargs)
+
+    @property
+    def children(self):
+        """Map pid -> list of child pids."""
+        if self._children is None:
+            children = {}
+            for proc in self.procs.values():
+                children.setdefault(proc.ppid, []).append(proc.pid)
+            self._children = children
+        return self._children
+
+    def get(self, pid):
+        return self.procs.get(pid)
+
+    def ancestors(self, pid):
+        """Pids above ``pid`` (parent first), stopping at a pid not in the snapshot."""
+        out = []
+        seen = {pid}
+        proc = self.procs.get(pid)
+        while proc is not None:
+            ppid = proc.ppid
+            if ppid in seen or ppid <= 0:
+                break
+            seen.add(ppid)
+            parent = self.procs.get(ppid)
+            if parent is None:
+                break
+            out.append(ppid)
+            proc = parent
+        return out
+
+    def descendants(self, pid):
+        """Pids below ``pid`` (breadth first), not including ``pid``."""
+        out = []
+        children = self.children
+        queue = list(children.get(pid, ()))
+        seen = {pid}
+        while queue:
+            nxt = queue.pop(0)
+            if nxt in seen:
+                continue
+            seen.add(nxt)
+            out.append(nxt)
+            queue.extend(children.get(nxt, ()))
+        return out
+
+    def started_at(self, proc):
+        """Start time of ``proc`` as Unix time (float), or ``None``."""
+        if self.boot_time is None:
+            return None
+        return self.boot_time + proc.starttime / float(self.clk_tck)
+
+    def started_iso(self, proc):
+        ts = self.started_at(proc)
+        if ts is None:
+            return None
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+    def load_all(self):
+        for proc in self.procs.values():
+            if not proc.kernel_thread:
+                proc.load()
+        return self
+
+
+def boot_time(proc_root="/proc"):
+    raw = read_bytes(proc_root + "/stat")
+    if raw:
+        idx = raw.find(b"\nbtime ")
+        if idx >= 0:
+            try:
+                return float(raw[idx + 7 :].split(None, 1)[0])
+            except (ValueError, IndexError):
+                pass
+    return None
+
+
+def snapshot(proc_root="/proc", load=False):
+    """Take a snapshot of every process under ``proc_root``.
+
+    :param proc_root: the ``/proc`` to read (a fake tree in tests).
+    :param load: read cmdline, exe and cgroup of every process now instead
+        of on first use.
+    """
+    try:
+        names = os.listdir(proc_root)
+    except OSError as exc:
+        raise OSError("cannot list {}: {}".format(proc_root, exc)) from exc
+    procs = {}
+    prefix = proc_root + "/"
+    for name in names:
+        if not name.isdigit():
+            continue
+        base = prefix + name
+        stat = parse_stat(_read_small(base + "/stat"))
+        if stat is None:
+            continue  # vanished between listdir and read, or garbage
+        procs[int(name)] = Proc(int(name), base, stat)
+    self_pid = None
+    try:
+        self_link = os.readlink(prefix + "self")
+        if self_link.isdigit():
+            self_pid = int(self_link)
+    except OSError:
+        pass
+    try:
+        clk = os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError):
+        clk = 100
+    snap = Snapshot(procs, proc_root=proc_root, boot_time=boot_time(proc_root),
+                    clk_tck=clk, self_pid=self_pid)
+    if load:
+        snap.load_all()
+    return snap
+
+
+def still_same(pid, starttime, proc_root="/proc"):
+    """True when ``pid`` is alive (not a zombie) and started at ``starttime``.
+
+    This is the PID-reuse guard every signal goes through.
+    """
+    stat = parse_stat(_read_small("{}/{}/stat".format(proc_root, pid)))
+    if stat is None:
+        return False
+    return stat[6] == starttime and stat[1] not in ("Z", "X", "x")
