@@ -44,7 +44,10 @@ import subprocess
 import sys
 import time
 
+# Every import of a sibling _utils module must be at the top: Salt's loader
+# puts the synced utils directory on sys.path only while it loads a module.
 import hostcheck_proc
+import hostcheck_systemd
 
 CHECK = "orphans"
 
@@ -499,8 +502,6 @@ def diagnose(proc_root="/proc", run_root="/run", daemons=None, units=None, ask_s
     """Snapshot + unit states + analysis in one call (what module, grain and state use)."""
     snap = hostcheck_proc.snapshot(proc_root)
     if units is None and ask_systemd:
-        import hostcheck_systemd  # pylint: disable=import-outside-toplevel
-
         names = set()
         for proc in snap.procs.values():
             if proc.kernel_thread or proc.pid == 1:
