@@ -1,0 +1,135 @@
+"""The embedded demo: a private master + minion on loopback (see scripts/demo)."""
+import argparse
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+SERVED = ("_modules", "_states", "_grains", "_utils")
+MINION_ID = "hostcheck-demo"
+
+# What the demo shows, in order: (title, salt arguments)
+CALLS = [
+    ("Leaked process trees", ["hostcheck.orphans"]),
+    ("The hostcheck grain", ["grains.get", "hostcheck"]),
+    ("What the remedy would do (test=True changes nothing)",
+     ["state.single", "hostcheck.orphans_reaped", "name=leaked-trees", "test=True"]),
+]
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def write_configs(base):
+    pub, ret = free_ports(2)
+    user = getpass.getuser()
+    file_root = os.path.join(base, "file_root")
+    os.makedirs(file_root, exist_ok=True)
+    for name in SERVED:
+        link = os.path.join(file_root, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(REPO, name), link)
+    common = (
+        "root_dir: {b}\nuser: {u}\nsock_dir: {b}/run/{{role}}\npidfile: {b}/run/{{role}}.pid\n"
+        "log_file: {b}/log/{{role}}\nlog_level_logfile: info\n"
+        "publish_port: {p}\nret_port: {r}\n"
+    ).format(b=base, u=user, p=pub, r=ret)
+    conf = os.path.join(base, "conf")
+    os.makedirs(conf, exist_ok=True)
+    with open(os.path.join(conf, "master"), "w") as fh:
+        fh.write(common.replace("{role}", "master"))
+        fh.write("interface: 127.0.0.1\nauto_accept: True\n"
+                 "pki_dir: {b}/pki/master\ncachedir: {b}/cache/master\n"
+                 "file_roots:\n  base:\n    - {f}\n".format(b=base, f=file_root))
+    with open(os.path.join(conf, "minion"), "w") as fh:
+        fh.write(common.replace("{role}", "minion"))
+        fh.write("master: 127.0.0.1\nmaster_port: {r}\nid: {i}\n"
+                 "pki_dir: {b}/pki/minion\ncachedir: {b}/cache/minion\n"
+                 "acceptance_wait_time: 1\n".format(r=ret, i=MINION_ID, b=base))
+    return conf
+
+
+def salt(conf, *args, timeout=60):
+    cmd = [os.path.join(BIN, "salt"), "-c", conf, "--timeout", str(timeout)] + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", help="throw-away directory (default: a new one under .hostcheck-demo/)")
+    parser.add_argument("--keep", action="store_true", help="keep the throw-away directory")
+    parser.add_argument("--out", help="Salt outputter (json, yaml, ...); default: Salt's own choice")
+    opts = parser.parse_args()
+    if opts.dir:
+        base = os.path.abspath(opts.dir)
+        os.makedirs(base, exist_ok=True)
+    else:
+        parent = os.path.join(REPO, ".hostcheck-demo")
+        os.makedirs(parent, exist_ok=True)
+        base = tempfile.mkdtemp(prefix="run-", dir=parent)
+    conf = write_configs(base)
+    procs = []
+    log = open(os.path.join(base, "daemons.out"), "w")
+    try:
+        for daemon in ("salt-master", "salt-minion"):
+            procs.append(subprocess.Popen([os.path.join(BIN, daemon), "-c", conf, "-l", "warning"],
+                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        print("demo: master and minion starting on 127.0.0.1 under {}".format(base), file=sys.stderr)
+        deadline = time.time() + 120
+        while True:
+            ret = salt(conf, "--out=json", MINION_ID, "test.ping", timeout=5)
+            if ret.returncode == 0 and "true" in ret.stdout:
+                break
+            if time.time() > deadline or any(p.poll() is not None for p in procs):
+                sys.stderr.write("demo: the minion did not answer; see {}/log\n".format(base))
+                return 1
+            time.sleep(1)
+        ret = salt(conf, "--out=json", MINION_ID, "saltutil.sync_all")
+        synced = json.loads(ret.stdout or "{}").get(MINION_ID, {})
+        print("demo: saltutil.sync_all: modules={} states={} grains={} utils={}".format(
+            *(synced.get(k, []) for k in ("modules", "states", "grains", "utils"))), file=sys.stderr)
+        status = 0
+        for title, args in CALLS:
+            print("\n### {}: salt {} {}\n".format(title, MINION_ID, " ".join(args)))
+            extra = ["--out={}".format(opts.out)] if opts.out else []
+            extra.append("--force-color" if sys.stdout.isatty() else "--no-color")
+            ret = salt(conf, *extra, MINION_ID, *args)
+            sys.stdout.write(ret.stdout)
+            if ret.returncode != 0:
+                sys.stderr.write(ret.stderr)
+                status = ret.returncode
+        return status
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(procs):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        if not opts.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
