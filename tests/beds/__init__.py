@@ -1,0 +1,1 @@
+"""Reusable test beds (PID namespaces, supervisors, containers) for scenario tests."""
