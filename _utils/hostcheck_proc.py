@@ -281,7 +281,9 @@ class Proc:
 
     @property
     def kernel_thread(self):
-        return bool(self.flags & PF_KTHREAD) or self.pid == 2 or self.ppid == 2
+        # Only the PF_KTHREAD flag: inside a PID namespace (a container) PID 2
+        # is an ordinary process, not kthreadd.
+        return bool(self.flags & PF_KTHREAD)
 
     @property
     def zombie(self):

@@ -279,3 +279,13 @@ def test_reap_terms_then_kills_stubborn():
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_pid_2_in_a_namespace_is_not_a_kernel_thread():
+    """Inside a PID namespace PID 2 is an ordinary process (here: supervisord)."""
+    s = snap(init(), P(2, 1, cmdline=SUPD), minion_tree(4, 2), minion_tree(10, 1))
+    a = ho.analyse(s)
+    assert codes(a) == [("supervisor-leak", "critical", 10)]
+    assert a.findings[0]["duplicate_of"] == 4
+    kt = P(3, 0, comm="kworker/0:1", cmdline=[], flags=hp.PF_KTHREAD)
+    assert kt.kernel_thread and not s.procs[2].kernel_thread

@@ -1,0 +1,120 @@
+"""PID 1 of a private PID namespace for test_reap_pidns.py (run by unshare).
+
+Builds a small host inside the namespace, runs hostcheck through a real
+``salt-call --local`` against it, and prints one JSON document with what it
+saw. Everything here dies with the namespace.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+REPO = sys.argv[1]
+WORK = sys.argv[2]
+SALT_CALL = sys.argv[3]
+
+SUPERVISORD = textwrap.dedent("""\
+    import os, subprocess, sys, time
+    env = dict(os.environ, SUPERVISOR_ENABLED="1", SUPERVISOR_PROCESS_NAME="worker",
+               SUPERVISOR_GROUP_NAME="worker", SUPERVISOR_SERVER_URL="unix:///tmp/sv.sock")
+    child = subprocess.Popen([sys.executable, sys.argv[1]], env=env, preexec_fn=os.setpgrp)
+    open(sys.argv[2], "w").write(str(child.pid))
+    child.wait()
+""")
+WORKER = textwrap.dedent("""\
+    import os, signal, subprocess, sys, time
+    # a child that ignores SIGTERM (needs SIGKILL) and one that exits on it
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    subprocess.Popen([sys.executable, "-c", stubborn])
+    subprocess.Popen(["sleep", "600"])
+    time.sleep(600)
+""")
+
+
+def write(path, text):
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def salt_call(*args):
+    cmd = [SALT_CALL, "--local", "-c", os.path.join(WORK, "conf"), "--out=json", "-l", "quiet"] + list(args)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.path.join(REPO, "_utils")))
+    try:
+        return json.loads(out.stdout)["local"]
+    except ValueError:
+        return {"error": out.stdout + out.stderr}
+
+
+def alive(pid):
+    try:
+        with open("/proc/{}/stat".format(pid)) as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def main():
+    assert os.getpid() == 1, "must be PID 1 of its namespace"
+    os.makedirs(os.path.join(WORK, "conf"), exist_ok=True)
+    write(os.path.join(WORK, "conf", "minion"), textwrap.dedent("""\
+        file_client: local
+        root_dir: {w}
+        cachedir: {w}/cache
+        pki_dir: {w}/pki
+        sock_dir: {w}/sock
+        log_file: {w}/minion.log
+        module_dirs: [{r}/_modules]
+        states_dirs: [{r}/_states]
+        grains_dirs: [{r}/_grains]
+        hostcheck:
+          orphans:
+            daemons:
+              worker: {{}}
+        """).format(w=WORK, r=REPO))
+    bindir = os.path.join(WORK, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    supd = write(os.path.join(bindir, "supervisord"), SUPERVISORD)
+    worker = write(os.path.join(bindir, "worker"), WORKER)
+    twin_file = os.path.join(WORK, "twin.pid")
+
+    # the managed copy: a live "supervisord" with its program below it
+    supervisord = subprocess.Popen([sys.executable, supd, worker, twin_file], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the leaked copy: started under supervisor provenance, then its parent
+    # vanished, so init (this process) adopted it
+    env = dict(os.environ, SUPERVISOR_ENABLED="1", SUPERVISOR_PROCESS_NAME="worker",
+               SUPERVISOR_GROUP_NAME="worker", SUPERVISOR_SERVER_URL="unix:///tmp/sv.sock")
+    launcher = ("import os, subprocess, sys; p = subprocess.Popen([sys.executable, sys.argv[1]], "
+                "preexec_fn=os.setpgrp, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, "
+                "stderr=subprocess.DEVNULL); print(p.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", launcher, worker], env=env, capture_output=True, text=True)
+    leaked_root = int(out.stdout.strip())
+    # a classic double-forked daemon adopted by init: not a leak
+    out = subprocess.run(["sh", "-c", "setsid sleep 600 >/dev/null 2>&1 < /dev/null & echo $!"],
+                         capture_output=True, text=True)
+    daemon = int(out.stdout.strip())
+    deadline = time.time() + 10
+    while not os.path.exists(twin_file) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the workers spawn their children
+    twin = int(open(twin_file).read())
+
+    report = {"leaked_root": leaked_root, "twin": twin, "supervisord": supervisord.pid, "daemon": daemon}
+    report["diagnosis"] = salt_call("hostcheck.orphans")
+    report["grain"] = salt_call("grains.get", "hostcheck")
+    report["test_run"] = salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks", "test=True")
+    report["alive_after_test"] = alive(leaked_root)
+    report["apply"] = salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks", "timeout=2")
+    report["leaked_alive_after_apply"] = [p for p in report["diagnosis"]["findings"][0]["pids"] if alive(p)] \
+        if report["diagnosis"].get("findings") else None
+    report["survivors"] = {k: alive(report[k]) for k in ("twin", "supervisord", "daemon")}
+    report["second_apply"] = salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks", "timeout=2")
+    report["bad_args"] = salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks", "exclude=7")
+    print("REPORT " + json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The reaper on real processes, inside a private PID namespace.
+
+Nothing outside the namespace can be seen or signalled by the state run in
+it (``--mount-proc`` gives it its own /proc), and the kernel kills whatever
+is left when the namespace's init exits.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+from beds.common import require_root_scenario  # noqa: E402
+
+pytestmark = [pytest.mark.root]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    require_root_scenario(tools=["unshare"])
+    work = tmp_path_factory.mktemp("pidns")
+    salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    proc = subprocess.run(
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+         sys.executable, os.path.join(HERE, "pidns_driver.py"), REPO, str(work), salt_call],
+        capture_output=True, text=True, timeout=300,
+    )
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("REPORT ")]
+    assert lines, "driver failed:\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(lines[-1][len("REPORT "):])
+
+
+def _state(ret):
+    (state,) = ret.values()
+    return state
+
+
+def test_diagnosis_finds_exactly_the_leaked_tree(report):
+    diag = report["diagnosis"]
+    crit = [f for f in diag["findings"] if f["severity"] == "critical"]
+    assert len(crit) == 1, diag
+    f = crit[0]
+    assert f["code"] == "supervisor-leak"
+    assert f["root"] == report["leaked_root"]
+    assert len(f["pids"]) == 3  # the root and its two children
+    assert f["provenance"]["supervisor_program"] == "worker"
+    assert f["duplicate_of"] == report["twin"]
+    assert all(x["severity"] != "warning" for x in diag["findings"])
+    assert report["daemon"] not in [p for x in diag["findings"] for p in x["pids"]]
+    assert report["grain"]["orphans"] == {"count": 1, "programs": ["worker"], "warnings": 0}
+
+
+def test_test_mode_kills_nothing(report):
+    state = _state(report["test_run"])
+    assert state["result"] is None
+    (item,) = state["changes"]["would_reap"]
+    assert item["root"] == report["leaked_root"]
+    assert report["alive_after_test"] is True
+
+
+def test_apply_reaps_the_tree_and_nothing_else(report):
+    state = _state(report["apply"])
+    assert state["result"] is True, state
+    (item,) = state["changes"]["reaped"]
+    assert item["root"] == report["leaked_root"]
+    assert len(item["killed"]) == 1  # the child that ignores SIGTERM
+    assert len(item["terminated"]) == 2
+    assert item["survivors"] == []
+    assert report["leaked_alive_after_apply"] == []
+    assert report["survivors"] == {"twin": True, "supervisord": True, "daemon": True}
+
+
+def test_second_apply_is_a_noop(report):
+    state = _state(report["second_apply"])
+    assert state["result"] is True
+    assert state["changes"] == {}
+
+
+def test_bad_arguments_change_nothing(report):
+    state = _state(report["bad_args"])
+    assert state["result"] is False
+    assert "exclude must be" in state["comment"]
