@@ -236,6 +236,22 @@ class Analysis:
         return [f for f in self.findings if f.get("reapable")]
 
 
+def _daemon_root_candidate(proc, procs):
+    """Whether ``proc`` can be the root of a daemon's process tree.
+
+    Structural, not by name: a daemon's root leads its own process group
+    (daemons call setsid(); systemd, supervisord, cron and job-control
+    shells give every program its own group) or was adopted by its
+    namespace's init after a double fork. Only these have their command
+    line read for the duplicate rule, which keeps the check cheap on hosts
+    with thousands of worker processes.
+    """
+    if proc.pgid == proc.pid or proc.ppid == 1:
+        return True
+    parent = procs.get(proc.ppid)
+    return parent is not None and parent.ppid == 0  # init of a PID namespace
+
+
 def _is_supervisor(proc):
     return proc is not None and program_of(proc) in SUPERVISORS
 
@@ -265,7 +281,13 @@ def analyse(snap, units=None, daemons=None):
     if daemons is None:
         daemons = DEFAULT_DAEMONS
     procs = snap.procs
-    user_procs = [p for p in procs.values() if not p.kernel_thread and p.pid != 1 and not p.zombie]
+    kthread = hostcheck_proc.PF_KTHREAD
+    gone = (b"Z", b"X", b"x")
+    # (the properties kernel_thread/zombie, inlined: this loop sees every process)
+    user_procs = [
+        p for p in procs.values()
+        if not p.flags & kthread and p.pid != 1 and p._state not in gone  # pylint: disable=protected-access
+    ]
     findings = {}  # root pid -> finding
     notes = []
     protected = _protected(snap)
@@ -318,15 +340,15 @@ def analyse(snap, units=None, daemons=None):
         )
 
     # ---- rule 2: systemd leftovers and strays -------------------------------
-    by_unit = {}
-    for proc in user_procs:
-        unit, inner = hostcheck_proc.unit_of_cgroup(proc.cgroup)
-        if unit and unit.endswith(".service") and not unit.startswith("user@"):
-            by_unit.setdefault(unit, []).append(proc.pid)
     if units is None:
-        if by_unit:
-            notes.append("no service manager answered: unit rules skipped")
+        # no cgroup is read for the unit rules when they cannot run
+        notes.append("no service manager answered: unit rules skipped")
     else:
+        by_unit = {}
+        for proc in user_procs:
+            unit = hostcheck_proc.unit_of_cgroup(proc.cgroup)[0]
+            if unit and unit.endswith(".service") and not unit.startswith("user@"):
+                by_unit.setdefault(unit, []).append(proc.pid)
         for unit, pids in sorted(by_unit.items()):
             state = units.get(unit)
             if state is None:
@@ -381,6 +403,11 @@ def analyse(snap, units=None, daemons=None):
     # ---- rule 3: duplicate daemons ------------------------------------------
     groups = {}
     for proc in user_procs:
+        # _daemon_root_candidate(), inlined: this loop sees every process
+        if proc.pgid != proc.pid and proc.ppid != 1:
+            parent = procs.get(proc.ppid)
+            if parent is None or parent.ppid != 0:
+                continue
         prog = program_of(proc)
         spec = daemons.get(prog)
         if spec is None:
@@ -501,7 +528,7 @@ def summary(findings):
 def diagnose(proc_root="/proc", run_root="/run", daemons=None, units=None, ask_systemd=True):
     """Snapshot + unit states + analysis in one call (what module, grain and state use)."""
     snap = hostcheck_proc.snapshot(proc_root)
-    if units is None and ask_systemd:
+    if units is None and ask_systemd and hostcheck_systemd.systemd_running(run_root):
         names = set()
         for proc in snap.procs.values():
             if proc.kernel_thread or proc.pid == 1:

@@ -65,7 +65,9 @@ def read_bytes(path, limit=1 << 20):
                 break
             chunks.append(chunk)
             size += len(chunk)
-            if size >= limit:
+            # A short read is the end of a /proc file: it saves the extra
+            # read() that would only return b"".
+            if size >= limit or len(chunk) < 65536:
                 break
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
     except OSError:
@@ -104,8 +106,8 @@ def parse_stat(raw):
     rpar = raw.rfind(b")")
     if lpar < 0 or rpar < lpar:
         return None
-    rest = raw[rpar + 2 :].split(None, 20)
-    if len(rest) < 20:
+    rest = raw[rpar + 2 :].split(b" ", 20)
+    if len(rest) < 21:
         return None
     try:
         return (
@@ -226,9 +228,10 @@ class Proc:
         "pgid",
         "sid",
         "flags",
-        "starttime",
-        "state",
-        "comm",
+        "_state",
+        "_stat",
+        "_comm",
+        "_starttime",
         "_base",
         "_cmdline",
         "_exe",
@@ -237,18 +240,17 @@ class Proc:
         "_prov",
     )
 
-    def __init__(self, pid, base, stat):
+    def __init__(self, pid, base, ppid, pgid, sid, flags, state, stat=None):
         self.pid = pid
         self._base = base
-        (
-            self.comm,
-            self.state,
-            self.ppid,
-            self.pgid,
-            self.sid,
-            self.flags,
-            self.starttime,
-        ) = stat
+        self.ppid = ppid
+        self.pgid = pgid
+        self.sid = sid
+        self.flags = flags
+        self._state = state  # bytes, one letter
+        self._stat = stat  # raw stat bytes: comm and start time are parsed on use
+        self._comm = _MISSING
+        self._starttime = _MISSING
         self._cmdline = _MISSING
         self._exe = _MISSING
         self._cgroup = _MISSING
@@ -256,16 +258,51 @@ class Proc:
         self._prov = _MISSING
 
     @classmethod
+    def from_stat(cls, pid, base, raw):
+        """A process from its raw ``stat`` bytes, or ``None`` if they are garbage.
+
+        Only the fields every check needs are converted here; comm and the
+        start time stay in the raw bytes until asked for.
+        """
+        rpar = raw.rfind(b")")
+        if rpar < 0:
+            return None
+        f = raw[rpar + 2 :].split(b" ", 7)
+        if len(f) < 8:
+            return None
+        try:
+            return cls(pid, base, int(f[1]), int(f[2]), int(f[3]), int(f[6]), f[0], raw)
+        except ValueError:
+            return None
+
+    @property
+    def comm(self):
+        if self._comm is _MISSING:
+            raw = self._stat or b""
+            self._comm = raw[raw.find(b"(") + 1 : raw.rfind(b")")].decode("utf-8", "replace")
+        return self._comm
+
+    @property
+    def starttime(self):
+        """Start time in clock ticks after boot (with the pid: the identity)."""
+        if self._starttime is _MISSING:
+            stat = parse_stat(self._stat)
+            self._starttime = stat[6] if stat else None
+        return self._starttime
+
+    @property
+    def state(self):
+        return self._state.decode("ascii", "replace")
+
+    @classmethod
     def synthetic(cls, pid, ppid, comm="proc", cmdline=None, pgid=None, sid=None,
                   starttime=1000, flags=0, exe=None, cgroup=None, uid=0,
                   environ=None, state="S"):
         """A process built from plain values, for tests and recorded snapshots."""
-        proc = cls(
-            pid,
-            None,
-            (comm, state, ppid, pid if pgid is None else pgid,
-             pid if sid is None else sid, flags, starttime),
-        )
+        proc = cls(pid, None, ppid, pid if pgid is None else pgid,
+                   pid if sid is None else sid, flags, state.encode("ascii"))
+        proc._comm = comm
+        proc._starttime = starttime
         # through the same parser as real cmdline bytes (setproctitle titles)
         proc._cmdline = parse_cmdline(
             "\0".join(cmdline if cmdline is not None else [comm]).encode("utf-8", "surrogateescape")
@@ -287,7 +324,7 @@ class Proc:
 
     @property
     def zombie(self):
-        return self.state in ("Z", "X", "x")
+        return self._state in (b"Z", b"X", b"x")
 
     @property
     def cmdline(self):
@@ -453,14 +490,28 @@ def snapshot(proc_root="/proc", load=False):
         raise OSError("cannot list {}: {}".format(proc_root, exc)) from exc
     procs = {}
     prefix = proc_root + "/"
+    # the hot loop of every check: _read_small() inlined, names looked up once
+    _open, _read, _close = os.open, os.read, os.close
+    from_stat = Proc.from_stat
+    flags = os.O_RDONLY | os.O_CLOEXEC
     for name in names:
         if not name.isdigit():
             continue
         base = prefix + name
-        stat = parse_stat(_read_small(base + "/stat"))
-        if stat is None:
-            continue  # vanished between listdir and read, or garbage
-        procs[int(name)] = Proc(int(name), base, stat)
+        try:
+            fd = _open(base + "/stat", flags)
+        except OSError:
+            continue  # vanished between listdir and open
+        try:
+            raw = _read(fd, 4096)
+        except OSError:
+            continue  # vanished between open and read
+        finally:
+            _close(fd)
+        pid = int(name)
+        proc = from_stat(pid, base, raw)
+        if proc is not None:  # garbage is skipped like a vanished process
+            procs[pid] = proc
     self_pid = None
     try:
         self_link = os.readlink(prefix + "self")

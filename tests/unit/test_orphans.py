@@ -289,3 +289,25 @@ def test_pid_2_in_a_namespace_is_not_a_kernel_thread():
     assert a.findings[0]["duplicate_of"] == 4
     kt = P(3, 0, comm="kworker/0:1", cmdline=[], flags=hp.PF_KTHREAD)
     assert kt.kernel_thread and not s.procs[2].kernel_thread
+
+
+def test_duplicate_rule_reads_only_tree_roots():
+    """Workers inside a group (not leaders, not adopted by init) are never daemon roots."""
+    lead = P(100, 1, cmdline=["/usr/sbin/rsyslogd", "-n"])
+    other = P(200, 1, cmdline=["/usr/sbin/rsyslogd", "-n"])  # adopted by init: a root
+    worker = P(301, 300, pgid=300, cmdline=["/usr/sbin/rsyslogd", "-n"])  # a shell's child
+    shell = P(300, 1, cmdline=["/bin/sh", "run.sh"])
+    a = ho.analyse(snap(init(), lead, other, shell, worker))
+    assert sorted(f["root"] for f in a.findings) == [100, 200]
+    assert worker._cmdline is not hp._MISSING  # synthetic: set, but never consulted
+    assert not ho._daemon_root_candidate(worker, {300: shell})
+    assert ho._daemon_root_candidate(P(5, 1, pgid=4), {})  # double fork, adopted by init
+
+
+def test_lazy_stat_fields():
+    raw = b"42 (my (odd) name) S 1 40 40 0 -1 4194560 " + b" ".join([b"0"] * 12) + b" 777 0 0\n"
+    p = hp.Proc.from_stat(42, None, raw)
+    assert (p.ppid, p.pgid, p.sid, p.flags) == (1, 40, 40, 4194560)
+    assert p.comm == "my (odd) name" and p.starttime == 777 and p.state == "S"
+    assert hp.Proc.from_stat(42, None, b"42 (x) S 1") is None
+    assert hp.Proc.from_stat(42, None, b"42 (x) S a b c d e f g") is None
