@@ -269,7 +269,11 @@ def _protected(snap):
     return out
 
 
-def analyse(snap, units=None, daemons=None):
+NOTE_NO_SYSTEMD = "systemd is not running here: the unit rules (unit-leftover, stray) were skipped"
+NOTE_NO_SYSTEMCTL = "systemctl did not answer: the unit rules (unit-leftover, stray) were skipped"
+
+
+def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
     """Judge a snapshot. Pure: reads nothing but the snapshot's lazy fields.
 
     :param snap: a :class:`hostcheck_proc.Snapshot`.
@@ -342,7 +346,7 @@ def analyse(snap, units=None, daemons=None):
     # ---- rule 2: systemd leftovers and strays -------------------------------
     if units is None:
         # no cgroup is read for the unit rules when they cannot run
-        notes.append("no service manager answered: unit rules skipped")
+        notes.append(units_note)
     else:
         by_unit = {}
         for proc in user_procs:
@@ -528,7 +532,9 @@ def summary(findings):
 def diagnose(proc_root="/proc", run_root="/run", daemons=None, units=None, ask_systemd=True):
     """Snapshot + unit states + analysis in one call (what module, grain and state use)."""
     snap = hostcheck_proc.snapshot(proc_root)
+    note = NOTE_NO_SYSTEMD
     if units is None and ask_systemd and hostcheck_systemd.systemd_running(run_root):
+        note = NOTE_NO_SYSTEMCTL
         names = set()
         for proc in snap.procs.values():
             if proc.kernel_thread or proc.pid == 1:
@@ -537,7 +543,7 @@ def diagnose(proc_root="/proc", run_root="/run", daemons=None, units=None, ask_s
             if unit and unit.endswith(".service") and not unit.startswith("user@"):
                 names.add(unit)
         units = hostcheck_systemd.unit_states(names, run_root=run_root)
-    return analyse(snap, units=units, daemons=daemons)
+    return analyse(snap, units=units, daemons=daemons, units_note=note)
 
 
 # --------------------------------------------------------------------------

@@ -66,6 +66,23 @@ def write_configs(base):
     return conf
 
 
+LEAK_SCRIPT = (
+    # PID 1 of a private PID namespace starts a "supervised" program whose
+    # supervisord is not there: exactly what a SIGKILLed supervisord leaves.
+    'env SUPERVISOR_ENABLED=1 SUPERVISOR_PROCESS_NAME=report-worker SUPERVISOR_GROUP_NAME=reports '
+    'setsid sh -c "sleep 3600 & sleep 3600 & wait" & exec sleep 3600'
+)
+
+
+def start_leak():
+    """A leaked tree inside a throw-away PID namespace (root only); killed at exit."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        sys.stderr.write("demo: --with-leak needs root and unshare (util-linux)\n")
+        sys.exit(2)
+    return subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+                             "sh", "-c", LEAK_SCRIPT], stdin=subprocess.DEVNULL)
+
+
 def salt(conf, *args, timeout=60):
     cmd = [os.path.join(BIN, "salt"), "-c", conf, "--timeout", str(timeout)] + list(args)
     return subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -75,6 +92,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", help="throw-away directory (default: a new one under .hostcheck-demo/)")
     parser.add_argument("--keep", action="store_true", help="keep the throw-away directory")
+    parser.add_argument("--with-leak", action="store_true",
+                        help="root: first start a leaked process tree in a private PID namespace, "
+                             "so the diagnosis has something to show (test=True only; nothing is killed)")
     parser.add_argument("--out", help="Salt outputter (json, yaml, ...); default: Salt's own choice")
     opts = parser.parse_args()
     if opts.dir:
@@ -86,6 +106,8 @@ def main():
         base = tempfile.mkdtemp(prefix="run-", dir=parent)
     conf = write_configs(base)
     procs = []
+    if opts.with_leak:
+        procs.append(start_leak())
     log = open(os.path.join(base, "daemons.out"), "w")
     try:
         for daemon in ("salt-master", "salt-minion"):
@@ -97,7 +119,7 @@ def main():
             ret = salt(conf, "--out=json", MINION_ID, "test.ping", timeout=5)
             if ret.returncode == 0 and "true" in ret.stdout:
                 break
-            if time.time() > deadline or any(p.poll() is not None for p in procs):
+            if time.time() > deadline or any(p.poll() is not None for p in procs[-2:]):
                 sys.stderr.write("demo: the minion did not answer; see {}/log\n".format(base))
                 return 1
             time.sleep(1)

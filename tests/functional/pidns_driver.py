@@ -41,7 +41,7 @@ def write(path, text):
 
 def salt_call(*args):
     cmd = [SALT_CALL, "--local", "-c", os.path.join(WORK, "conf"), "--out=json", "-l", "quiet"] + list(args)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.path.join(REPO, "_utils")))
+    out = subprocess.run(cmd, capture_output=True, text=True)
     try:
         return json.loads(out.stdout)["local"]
     except ValueError:
@@ -66,14 +66,18 @@ def main():
         pki_dir: {w}/pki
         sock_dir: {w}/sock
         log_file: {w}/minion.log
-        module_dirs: [{r}/_modules]
-        states_dirs: [{r}/_states]
-        grains_dirs: [{r}/_grains]
+        file_roots:
+          base: [{w}/file_root]
         hostcheck:
           orphans:
             daemons:
               worker: {{}}
         """).format(w=WORK, r=REPO))
+    # the salt:// route: the repository's Salt dirs served from file_roots
+    os.makedirs(os.path.join(WORK, "file_root"), exist_ok=True)
+    for name in ("_modules", "_states", "_grains", "_utils"):
+        os.symlink(os.path.join(REPO, name), os.path.join(WORK, "file_root", name))
+    synced = salt_call("saltutil.sync_all")
     bindir = os.path.join(WORK, "bin")
     os.makedirs(bindir, exist_ok=True)
     supd = write(os.path.join(bindir, "supervisord"), SUPERVISORD)
@@ -102,7 +106,8 @@ def main():
     time.sleep(0.5)  # let the workers spawn their children
     twin = int(open(twin_file).read())
 
-    report = {"leaked_root": leaked_root, "twin": twin, "supervisord": supervisord.pid, "daemon": daemon}
+    report = {"leaked_root": leaked_root, "twin": twin, "supervisord": supervisord.pid, "daemon": daemon,
+              "synced": synced, "version": salt_call("test.version")}
     report["diagnosis"] = salt_call("hostcheck.orphans")
     report["grain"] = salt_call("grains.get", "hostcheck")
     report["test_run"] = salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks", "test=True")

@@ -20,11 +20,28 @@ from beds.common import require_root_scenario  # noqa: E402
 pytestmark = [pytest.mark.root]
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
+COMPAT = os.path.join(REPO, ".venv-compat")
+# The Salt versions users run: this venv (3008) and, on the Python that onedir
+# minions bundle (3.10), 3006 LTS and 3007 (built by scripts/bootstrap-compat).
+SALTS = ["main"] + sorted(os.listdir(COMPAT) if os.path.isdir(COMPAT) else [])
+EXPECTED_COMPAT = {"salt3006-py310", "salt3007-py310"}
+
+
+def test_all_supported_salt_versions_present():
+    missing = EXPECTED_COMPAT - set(SALTS)
+    if missing:
+        from beds.common import skip_or_fail
+        skip_or_fail("compat venvs missing (run scripts/bootstrap-compat): " + ", ".join(sorted(missing)))
+
+
+@pytest.fixture(scope="module", params=SALTS)
+def report(request, tmp_path_factory):
     require_root_scenario(tools=["unshare"])
     work = tmp_path_factory.mktemp("pidns")
-    salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    if request.param == "main":
+        salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    else:
+        salt_call = os.path.join(COMPAT, request.param, "bin", "salt-call")
     proc = subprocess.run(
         ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
          sys.executable, os.path.join(HERE, "pidns_driver.py"), REPO, str(work), salt_call],
@@ -38,6 +55,15 @@ def report(tmp_path_factory):
 def _state(ret):
     (state,) = ret.values()
     return state
+
+
+def test_synced_through_salt_route(report, request):
+    assert "modules.hostcheck" in report["synced"]["modules"], report["synced"]
+    assert "utils.hostcheck_proc" in report["synced"]["utils"], report["synced"]
+    want = {"main": "3008", "salt3006-py310": "3006", "salt3007-py310": "3007"}
+    name = request.node.callspec.params["report"]
+    if name in want:
+        assert report["version"].startswith(want[name]), report["version"]
 
 
 def test_diagnosis_finds_exactly_the_leaked_tree(report):
