@@ -5,3 +5,12 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "_utils"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Salt's log handlers flush at interpreter exit into streams pytest has
+    already closed; without this every run ends with pages of
+    "--- Logging error ---" after pytest's summary line."""
+    import logging
+
+    logging.raiseExceptions = False
