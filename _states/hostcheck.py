@@ -118,6 +118,21 @@ def orphans_reaped(name, match=None, exclude=None, timeout=10, daemons=None):
     direct = [p for p in plans if not p["contains_self"]]
     deferred = [p for p in plans if p["contains_self"]]
 
+    euid = os.geteuid()
+    if euid != 0:
+        foreign = sorted(
+            pid for p in plans for pid, _ in p["pids"]
+            if analysis.snap.procs[pid].uid != euid
+        )
+        if foreign:
+            ret["result"] = False
+            ret["comment"] = (
+                "The minion runs as uid {} and cannot signal processes of other users "
+                "(PIDs {}); nothing was done. Run the state as root.".format(
+                    euid, ", ".join(str(p) for p in foreign))
+            )
+            return ret
+
     if __opts__.get("test"):  # pylint: disable=undefined-variable
         ret["result"] = None
         ret["changes"] = {"would_reap": [_describe(p) for p in plans]}
