@@ -252,6 +252,24 @@ def _daemon_root_candidate(proc, procs):
     return parent is not None and parent.ppid == 0  # init of a PID namespace
 
 
+def adopted_by_unit(procs):
+    """``{unit: [pids]}`` of the processes init adopted, by their system service.
+
+    Whatever a service leaves behind, or a tree that escaped its main
+    process, has lost its parent and was re-parented to PID 1: only these
+    roots can be leftovers or strays, so only their cgroups are read (a few
+    dozen on a typical host instead of every process).
+    """
+    out = {}
+    for proc in procs:
+        if proc.ppid != 1:
+            continue
+        unit = hostcheck_proc.unit_of_cgroup(proc.cgroup)[0]
+        if unit and unit.endswith(".service") and not unit.startswith("user@"):
+            out.setdefault(unit, []).append(proc.pid)
+    return out
+
+
 def _is_supervisor(proc):
     return proc is not None and program_of(proc) in SUPERVISORS
 
@@ -348,61 +366,37 @@ def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
         # no cgroup is read for the unit rules when they cannot run
         notes.append(units_note)
     else:
-        by_unit = {}
-        for proc in user_procs:
-            unit = hostcheck_proc.unit_of_cgroup(proc.cgroup)[0]
-            if unit and unit.endswith(".service") and not unit.startswith("user@"):
-                by_unit.setdefault(unit, []).append(proc.pid)
-        for unit, pids in sorted(by_unit.items()):
+        for unit, roots in sorted(adopted_by_unit(user_procs).items()):
             state = units.get(unit)
             if state is None:
                 continue
-            members = set(pids)
             active = state.get("ActiveState")
             if active in ("inactive", "failed"):
-                roots = [p for p in pids if procs[p].ppid not in members]
-                for root in roots:
-                    if root in findings:
-                        findings[root]["provenance"]["unit"] = unit
-                        continue
-                    f = base_finding(
-                        "unit-leftover", "critical", root, program_of(procs[root]),
-                        {"unit": unit, "unit_state": active, "kill_mode": state.get("KillMode")},
-                    )
-                    findings[root] = f
+                code, severity = "unit-leftover", "critical"
             elif active in ("active", "reloading"):
-                managed = set()
-                for key in ("MainPID", "ControlPID"):
-                    top = state.get(key) or 0
-                    if top > 0 and top in procs:
-                        managed.add(top)
-                        managed.update(snap.descendants(top))
-                if not managed:
+                # adopted trees that are not the unit's main or control process
+                tops = {state.get("MainPID") or 0, state.get("ControlPID") or 0}
+                if tops == {0}:
+                    continue  # no main process known: nothing to compare with
+                roots = [r for r in roots if r not in tops]
+                supervisor_unit = _is_supervisor(procs.get(state.get("MainPID") or 0))
+                code, severity = ("supervisor-leak", "critical") if supervisor_unit else ("stray", "info")
+            else:
+                continue  # activating/deactivating: systemd is busy with it
+            for root in roots:
+                if root in findings:
+                    findings[root]["provenance"]["unit"] = unit
                     continue
-                main = procs.get(state.get("MainPID") or 0)
-                supervisor_unit = _is_supervisor(main)
-                for pid in pids:
-                    if pid in managed or procs[pid].ppid in members:
-                        continue
-                    if pid in findings:
-                        findings[pid]["provenance"]["unit"] = unit
-                        continue
-                    if supervisor_unit:
-                        prov = procs[pid].provenance()
-                        f = base_finding(
-                            "supervisor-leak", "critical", pid, program_of(procs[pid]),
-                            {
-                                "supervisor_program": prov.get("SUPERVISOR_PROCESS_NAME"),
-                                "supervisor_group": prov.get("SUPERVISOR_GROUP_NAME"),
-                                "unit": unit,
-                            },
-                        )
-                    else:
-                        f = base_finding(
-                            "stray", "info", pid, program_of(procs[pid]),
-                            {"unit": unit, "unit_state": active, "kill_mode": state.get("KillMode")},
-                        )
-                    findings[pid] = f
+                if code == "supervisor-leak":
+                    prov = procs[root].provenance()
+                    provenance = {
+                        "supervisor_program": prov.get("SUPERVISOR_PROCESS_NAME"),
+                        "supervisor_group": prov.get("SUPERVISOR_GROUP_NAME"),
+                        "unit": unit,
+                    }
+                else:
+                    provenance = {"unit": unit, "unit_state": active, "kill_mode": state.get("KillMode")}
+                findings[root] = base_finding(code, severity, root, program_of(procs[root]), provenance)
 
     # ---- rule 3: duplicate daemons ------------------------------------------
     groups = {}
@@ -535,13 +529,8 @@ def diagnose(proc_root="/proc", run_root="/run", daemons=None, units=None, ask_s
     note = NOTE_NO_SYSTEMD
     if units is None and ask_systemd and hostcheck_systemd.systemd_running(run_root):
         note = NOTE_NO_SYSTEMCTL
-        names = set()
-        for proc in snap.procs.values():
-            if proc.kernel_thread or proc.pid == 1:
-                continue
-            unit = hostcheck_proc.unit_of_cgroup(proc.cgroup)[0]
-            if unit and unit.endswith(".service") and not unit.startswith("user@"):
-                names.add(unit)
+        kthread = hostcheck_proc.PF_KTHREAD
+        names = adopted_by_unit(p for p in snap.procs.values() if not p.flags & kthread)
         units = hostcheck_systemd.unit_states(names, run_root=run_root)
     return analyse(snap, units=units, daemons=daemons, units_note=note)
 

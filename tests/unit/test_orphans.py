@@ -311,3 +311,15 @@ def test_lazy_stat_fields():
     assert p.comm == "my (odd) name" and p.starttime == 777 and p.state == "S"
     assert hp.Proc.from_stat(42, None, b"42 (x) S 1") is None
     assert hp.Proc.from_stat(42, None, b"42 (x) S a b c d e f g") is None
+
+
+def test_unit_rules_read_cgroups_of_adopted_processes_only():
+    """Leftovers and strays lost their parent: only init's children are looked at."""
+    deep = P(700, 650, pgid=650, cmdline=["/usr/bin/worker"], cgroup="/system.slice/leaky.service")
+    shell = P(650, 600, cmdline=["/bin/sh"], cgroup="/system.slice/cron.service")
+    left = P(500, 1, comm="sleep", cmdline=["sleep", "1000"], cgroup="/system.slice/leaky.service")
+    s = snap(init(), left, shell, deep)
+    assert ho.adopted_by_unit(s.procs.values()) == {"leaky.service": [500]}
+    assert deep._cgroup == "/system.slice/leaky.service"  # synthetic; real ones stay unread
+    a = ho.analyse(s, units=UNITS)
+    assert codes(a) == [("unit-leftover", "critical", 500)]
