@@ -6,8 +6,8 @@ analysis modules (``hostcheck_orphans`` and later ones) take a
 point :func:`snapshot` at a fake ``/proc`` tree.
 
 Cost model: the ``stat`` file of every process is read eagerly (pid, ppid,
-pgid, sid, flags, start time, comm). ``cmdline``, ``exe``, ``cgroup`` and the
-real uid (``status``) are read on first use and cached on the process, so a
+pgid, sid, flags, start time, comm). ``cmdline``, ``exe``, ``cgroup``, ``maps`` and
+the real uid (``status``) are read on first use and cached on the process, so a
 check only pays for the files it needs; ``Snapshot.load_all()`` reads them
 all in one pass for callers that want everything. ``environ`` is read only
 through :meth:`Proc.provenance`, which keeps the few provenance keys listed in
@@ -50,8 +50,12 @@ _UNIT_SUFFIXES = (
 _MISSING = object()
 
 
-def read_bytes(path, limit=1 << 20):
-    """Whole content of a (proc) file, or ``None`` when it cannot be read."""
+def read_bytes(path, limit=1 << 20, to_eof=False):
+    """Whole content of a (proc) file, or ``None`` when it cannot be read.
+
+    ``to_eof``: read until ``read()`` returns nothing, for seq_files like
+    ``/proc/PID/maps`` that the kernel hands out about a page per call.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -67,7 +71,7 @@ def read_bytes(path, limit=1 << 20):
             size += len(chunk)
             # A short read is the end of a /proc file: it saves the extra
             # read() that would only return b"".
-            if size >= limit or len(chunk) < 65536:
+            if size >= limit or (len(chunk) < 65536 and not to_eof):
                 break
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
     except OSError:
@@ -238,6 +242,7 @@ class Proc:
         "_cgroup",
         "_uid",
         "_prov",
+        "_maps",
     )
 
     def __init__(self, pid, base, ppid, pgid, sid, flags, state, stat=None):
@@ -256,6 +261,7 @@ class Proc:
         self._cgroup = _MISSING
         self._uid = _MISSING
         self._prov = _MISSING
+        # _maps is left unset here (the eager path pays nothing for it)
 
     @classmethod
     def from_stat(cls, pid, base, raw):
@@ -297,7 +303,7 @@ class Proc:
     @classmethod
     def synthetic(cls, pid, ppid, comm="proc", cmdline=None, pgid=None, sid=None,
                   starttime=1000, flags=0, exe=None, cgroup=None, uid=0,
-                  environ=None, state="S"):
+                  environ=None, state="S", maps=None):
         """A process built from plain values, for tests and recorded snapshots."""
         proc = cls(pid, None, ppid, pid if pgid is None else pgid,
                    pid if sid is None else sid, flags, state.encode("ascii"))
@@ -314,6 +320,7 @@ class Proc:
             k: v for k, v in (environ or {}).items()
             if k.encode() in PROVENANCE_KEYS
         }
+        proc._maps = maps.encode("utf-8", "surrogateescape") if isinstance(maps, str) else maps
         return proc
 
     @property
@@ -361,6 +368,15 @@ class Proc:
                     except (ValueError, IndexError):
                         pass
         return self._uid
+
+    @property
+    def maps(self):
+        """Raw ``/proc/PID/maps`` bytes (``None`` if unreadable); read on first use only."""
+        try:
+            return self._maps
+        except AttributeError:
+            self._maps = read_bytes(self._base + "/maps", 16 << 20, True) if self._base else None
+            return self._maps
 
     def provenance(self):
         """The provenance keys of this process's environment (dict, maybe empty)."""

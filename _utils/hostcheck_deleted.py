@@ -1,0 +1,496 @@
+"""Processes running old code: analysis (pure) and the restart plan.
+
+A process runs old code when, compared with what is on disk now:
+
+``deleted`` (exe or lib)
+    an executable mapping (its program or a shared library, from
+    ``/proc/PID/maps``) was unlinked: the kernel prints `` (deleted)`` after
+    the path. A real file whose name ends in `` (deleted)`` is told apart by
+    its device and inode.
+``replaced`` (exe or lib)
+    the path still exists but holds another file (other device/inode) that
+    changed after the process started. Paths are looked up through
+    ``/proc/PID/root``, so a container's process is judged in its own file
+    system. A different inode with an older change time is the overlayfs /
+    btrfs subvolume quirk (maps show the lower inode), not an upgrade.
+``changed`` (script)
+    an interpreted daemon (Python, Perl, Ruby) whose main script changed
+    (ctime) after the process started: the salt-minion after a Salt upgrade.
+
+Mappings that are never package files are ignored: anonymous and inode-0
+mappings, ``memfd:``, ``/dev/``, ``/SYSV``, ``[aio]`` and temporary
+locations (``/tmp/``, ``/var/tmp/``, ``/run/``, JNA libraries); the list
+is configurable (:func:`validate_ignore`).
+
+Each stale process is owned by exactly one thing, and findings are one per
+owner: PID 1 (``daemon-reexec``), the minion running this job (deferred
+restart), a supervisord program (``supervisorctl restart``), a systemd
+system service from the process's cgroup (``systemctl restart``), a user
+session or scope (manual: never mapped to a system service by name) or
+nothing (manual). Only the file system is read here through the callables
+:func:`scan` is given, so the rules are unit-tested on synthetic samples.
+"""
+
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+
+# Every import of a sibling _utils module must be at the top: Salt's loader
+# puts the synced utils directory on sys.path only while it loads a module.
+import hostcheck_proc
+import hostcheck_systemd
+
+CHECK = "deleted_binaries"
+DELETED = " (deleted)"
+
+#: Path prefixes (or globs, when they contain ``*?[``) of mappings that are
+#: never package files.
+DEFAULT_IGNORE = (
+    "/memfd:",
+    "/dev/",
+    "/SYSV",
+    "/[aio]",
+    "/anon_hugepage",
+    "/drm",
+    "/tmp/",
+    "/var/tmp/",
+    "/run/",
+    "*/jna*.tmp",
+    "*/jna-*/*",
+)
+
+#: Units that are unsafe to restart: refused by the state unless overridden.
+DEFAULT_REFUSE = (
+    "dbus.service",
+    "dbus-broker.service",
+    "getty@*.service",
+    "serial-getty@*.service",
+    "console-getty.service",
+    "container-getty@*.service",
+    "display-manager.service",
+    "gdm*.service",
+    "lightdm.service",
+    "sddm.service",
+    "xdm.service",
+    "user@*.service",
+    "docker.service",
+    "containerd.service",
+    "podman*.service",
+    "crio.service",
+    "lxc*.service",
+    "libvirtd.service",
+    "systemd-nspawn@*.service",
+)
+
+#: Interpreters whose main script is checked for changes.
+SCRIPT_INTERPRETERS = ("python", "perl", "ruby")
+
+# executable mappings with a path: dev major, dev minor, inode, path
+_MAPS_RE = re.compile(
+    rb"^[0-9a-f]+-[0-9a-f]+ ..x. [0-9a-f]+ ([0-9a-f]+):([0-9a-f]+) ([0-9]+) +(/.*)$", re.M
+)
+
+
+class ConfigError(ValueError):
+    """Bad ``ignore``/``refuse`` configuration."""
+
+
+def validate_patterns(value, what, default):
+    """``None`` -> ``default``; a string or list of non-empty strings -> tuple."""
+    if value is None:
+        return tuple(default)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError("{} must be a string or a list of strings, got {!r}".format(what, value))
+    return tuple(value)
+
+
+def validate_ignore(value):
+    return validate_patterns(value, "hostcheck:deleted_binaries:ignore", DEFAULT_IGNORE)
+
+
+def _matcher(patterns):
+    prefixes = tuple(p for p in patterns if not any(c in p for c in "*?["))
+    globs = [p for p in patterns if any(c in p for c in "*?[")]
+
+    def ignored(path):
+        if path.startswith(prefixes):
+            return True
+        return any(fnmatch.fnmatchcase(path, g) for g in globs)
+
+    return ignored
+
+
+def parse_maps(raw):
+    """Executable file mappings of ``/proc/PID/maps`` bytes.
+
+    Returns ``[(dev, inode, path), ...]`` without repeats, in file order;
+    ``dev`` is ``os.makedev(major, minor)`` (maps prints them in hex, so an
+    NVMe disk, major 259, shows as ``103:xx``). Anonymous, ``[vdso]``-like
+    and inode-0 mappings are left out. ``path`` keeps a trailing
+    `` (deleted)`` exactly as the kernel printed it.
+    """
+    if not raw:
+        return []
+    out = []
+    seen = set()
+    for major, minor, inode, path in _MAPS_RE.findall(raw):
+        if inode == b"0":
+            continue
+        key = (major, minor, inode, path)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((
+            os.makedev(int(major, 16), int(minor, 16)),
+            int(inode),
+            path.decode("utf-8", "surrogateescape"),
+        ))
+    return out
+
+
+def judge(path, dev, ino, lookup, started):
+    """Is the mapping ``(dev, ino)`` printed as ``path`` still what is on disk?
+
+    ``lookup(path)`` returns ``(st_dev, st_ino, st_ctime)`` of the file at
+    ``path`` in the process's root, ``None`` when there is none, or raises
+    ``LookupError`` when it cannot tell (the process vanished).
+    ``started`` is the process's start (Unix time) or ``None``.
+    Returns ``(why, clean_path)``: ``why`` is ``None`` (current),
+    ``"deleted"`` or ``"replaced"``.
+    """
+    if path.endswith(DELETED):
+        real = lookup(path)
+        if real is not None and real[0] == dev and real[1] == ino:
+            return None, path  # a real file named "... (deleted)"
+        return "deleted", path[: -len(DELETED)]
+    now = lookup(path)
+    if now is None:
+        return "deleted", path
+    if now[0] == dev and now[1] == ino:
+        return None, path
+    if started is None or now[2] > started:
+        return "replaced", path
+    return None, path  # other inode but older than the process: overlay/btrfs view
+
+
+def script_of(argv):
+    """Absolute path of the main script of an interpreter command line, or ``None``."""
+    skip = False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg in ("-m", "-c", "-e", "-E"):
+            return None  # a module or a snippet: no script file
+        if arg in ("-W", "-X", "-I", "-r"):
+            skip = arg != "-I"
+            continue
+        if arg.startswith("-"):
+            continue
+        return arg if arg.startswith("/") else None
+    return None
+
+
+def _interpreter(exe):
+    base = os.path.basename(exe or "")
+    return base.rstrip("0123456789.") in SCRIPT_INTERPRETERS
+
+
+class FileLookup:
+    """``lookup`` callables per process root, with one ``stat`` per (root, path).
+
+    The root of a process is identified by the device and inode of
+    ``/proc/PID/root``: every process of a container (or chroot) shares it,
+    and paths are resolved through the first process seen with that root.
+    """
+
+    def __init__(self, stat=os.stat):
+        self._stat = stat
+        self._cache = {}
+
+    def for_proc(self, proc):
+        base = proc._base  # pylint: disable=protected-access
+        if base is None:
+            return None
+        try:
+            st = self._stat(base + "/root")
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino)
+        cache = self._cache.setdefault(key, {})
+        stat = self._stat
+        prefix = base + "/root"
+
+        def lookup(path):
+            try:
+                return cache[path]
+            except KeyError:
+                pass
+            try:
+                st = stat(prefix + path)
+                value = (st.st_dev, st.st_ino, st.st_ctime)
+            except FileNotFoundError:
+                try:
+                    stat(prefix)
+                except OSError:
+                    raise LookupError(base) from None  # the process is gone: cannot tell
+                value = None
+            except OSError:
+                value = None
+            cache[path] = value
+            return value
+
+        return lookup
+
+
+def stale_files(snap, proc, lookup, ignored):
+    """``[{"path", "kind": "exe"|"lib"|"script", "why"}]`` for one process."""
+    out = []
+    exe = proc.exe
+    if exe is None:
+        return out
+    exe_path = exe[: -len(DELETED)] if exe.endswith(DELETED) else exe
+    started = None
+    for dev, ino, path in parse_maps(proc.maps):
+        if ignored(path):
+            continue
+        if started is None:
+            started = snap.started_at(proc)
+        why, clean = judge(path, dev, ino, lookup, started)
+        if why is None:
+            continue
+        kind = "exe" if clean == exe_path else "lib"
+        out.append({"path": clean, "kind": kind, "why": why})
+    if _interpreter(exe_path):
+        script = script_of(proc.cmdline or [])
+        if script and not ignored(script):
+            now = lookup(script)
+            started = snap.started_at(proc)
+            if now is not None and started is not None and now[2] > started:
+                out.append({"path": script, "kind": "script", "why": "changed"})
+    return out
+
+
+def _supervised(snap, proc):
+    """``group:program`` when a live supervisord above ``proc`` started it."""
+    prov = proc.provenance()
+    name = prov.get("SUPERVISOR_PROCESS_NAME")
+    if not name:
+        return None
+    for pid in snap.ancestors(proc.pid):
+        parent = snap.procs.get(pid)
+        argv = (parent.cmdline or []) if parent is not None else []
+        if any(os.path.basename(a) == "supervisord" for a in argv[:2]):
+            return "{}:{}".format(prov.get("SUPERVISOR_GROUP_NAME") or name, name)
+    return None
+
+
+def owner_of(snap, proc, minion):
+    """``(key, owner, action)`` of a stale process (see the module docstring).
+
+    ``minion`` is ``(pids, unit)`` of the minion running this job."""
+    if proc.pid == 1:
+        return ("init",), {"kind": "init", "name": "PID 1"}, {"type": "daemon-reexec"}
+    unit, _inner = hostcheck_proc.unit_of_cgroup(proc.cgroup)
+    if proc.pid in minion[0] or (unit is not None and unit == minion[1]):
+        action = {"type": "self-restart", "unit": unit} if unit and unit.endswith(".service") else {
+            "type": "manual", "reason": "the minion running this job is not a systemd service"}
+        return ("minion",), {"kind": "minion", "name": unit or "salt-minion"}, action
+    program = _supervised(snap, proc)
+    if program:
+        return (("supervisor", program), {"kind": "supervisor", "name": program},
+                {"type": "supervisorctl", "program": program})
+    if unit and unit.endswith(".service") and not unit.startswith("user@"):
+        return ("unit", unit), {"kind": "unit", "name": unit}, {"type": "restart-unit", "unit": unit}
+    if unit:
+        reason = ("runs in {}, a user session, scope or container: restart it there or log out; "
+                  "it is never mapped to a system service by name").format(unit)
+        return ("scope", unit), {"kind": "scope", "name": unit}, {"type": "manual", "reason": reason}
+    return (("unmanaged", proc.pid), {"kind": "unmanaged", "name": None},
+            {"type": "manual", "reason": "no service manager owns this process"})
+
+
+def _minion(snap):
+    """The minion running this job: ``(this process and its ancestors but PID 1,
+    its systemd service or None)``."""
+    if snap.self_pid is None:
+        return set(), None
+    pids = {snap.self_pid}
+    pids.update(a for a in snap.ancestors(snap.self_pid) if a != 1)
+    me = snap.procs.get(snap.self_pid)
+    unit = hostcheck_proc.unit_of_cgroup(me.cgroup)[0] if me is not None else None
+    return pids, unit if unit and unit.endswith(".service") else None
+
+
+def analyse(snap, ignore=DEFAULT_IGNORE, files=None):
+    """Judge a snapshot. Reads only the snapshot's lazy fields and, through
+    ``files`` (a :class:`FileLookup`), the files the processes map.
+    Returns ``(findings, scanned)``."""
+    ignored = _matcher(ignore)
+    files = files if files is not None else FileLookup()
+    stale = {}
+    scanned = 0
+    kthread = hostcheck_proc.PF_KTHREAD
+    gone = (b"Z", b"X", b"x")
+    for proc in snap.procs.values():
+        if proc.flags & kthread or proc._state in gone:  # pylint: disable=protected-access
+            continue
+        if proc.exe is None:
+            continue
+        lookup = files.for_proc(proc)
+        if lookup is None:
+            continue
+        scanned += 1
+        try:
+            found = stale_files(snap, proc, lookup, ignored)
+        except LookupError:
+            continue  # vanished mid-scan
+        if found:
+            stale[proc.pid] = found
+    return group(snap, stale), scanned
+
+
+def group(snap, stale):
+    """One finding per owner from ``{pid: [stale file, ...]}``."""
+    minion = _minion(snap)
+    groups = {}
+    for pid in sorted(stale):
+        proc = snap.procs[pid]
+        key, owner, action = owner_of(snap, proc, minion)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {
+                "check": CHECK,
+                "code": "stale-" + owner["kind"],
+                "severity": "warning",
+                "summary": "",
+                "pids": [],
+                "owner": owner,
+                "action": action,
+                "files": {},
+                "programs": set(),
+                "identities": [],
+            }
+        g["pids"].append(pid)
+        g["identities"].append([pid, proc.starttime])
+        exe = proc.exe or ""
+        g["programs"].add(os.path.basename(exe[: -len(DELETED)] if exe.endswith(DELETED) else exe))
+        for item in stale[pid]:
+            f = g["files"].setdefault((item["path"], item["kind"], item["why"]), dict(item, pids=[]))
+            f["pids"].append(pid)
+    out = []
+    order = {"init": 0, "unit": 1, "supervisor": 2, "scope": 3, "unmanaged": 4, "minion": 5}
+    for g in sorted(groups.values(), key=lambda g: (order[g["owner"]["kind"]], g["owner"]["name"] or "", g["pids"])):
+        g["files"] = sorted(g["files"].values(), key=lambda f: (f["kind"] != "exe", f["path"]))
+        g["programs"] = sorted(p for p in g["programs"] if p)
+        g["summary"] = _summary(g)
+        out.append(g)
+    return out
+
+
+def _summary(g):
+    n = len(g["pids"])
+    kinds = sorted({"{} {}".format(f["why"], f["kind"]) for f in g["files"]})
+    what = "{} process{} ({}) run old code: {}".format(
+        n, "" if n == 1 else "es", ", ".join(g["programs"]) or "?", ", ".join(kinds))
+    owner = g["owner"]
+    action = g["action"]
+    if action["type"] == "restart-unit":
+        return "{} runs old code ({}); fix: systemctl restart {}".format(owner["name"], what, owner["name"])
+    if action["type"] == "daemon-reexec":
+        return "PID 1 runs old code ({}); fix: systemctl daemon-reexec".format(what)
+    if action["type"] == "supervisorctl":
+        return "supervisor program {}: {}; fix: supervisorctl restart {}".format(owner["name"], what, owner["name"])
+    if action["type"] == "self-restart":
+        return "the salt-minion running this job ({}): {}; fix: restart it after the job".format(owner["name"], what)
+    return "{}; manual: {}".format(what, action["reason"])
+
+
+def summary(findings):
+    """Grain-sized summary."""
+    return {
+        "count": sum(len(f["pids"]) for f in findings),
+        "units": sorted({f["owner"]["name"] for f in findings if f["owner"]["kind"] == "unit"}),
+        "programs": sorted({p for f in findings for p in f["programs"]}),
+    }
+
+
+def diagnose(proc_root="/proc", ignore=DEFAULT_IGNORE):
+    """Snapshot + analysis (what module, state and bench use). ``(findings, snap)``."""
+    snap = hostcheck_proc.snapshot(proc_root)
+    findings, _ = analyse(snap, ignore=ignore)
+    return findings, snap
+
+
+def grain_summary(snap):
+    """The cheap grain view of an existing snapshot.
+
+    Only daemon roots are looked at (PID 1, children of init and
+    process-group leaders: every service's main process is one), and only
+    their ``/proc/PID/exe`` link ending in `` (deleted)``: a few hundred
+    ``readlink`` calls on a host with thousands of processes. Deleted
+    libraries, replaced files and workers are left to
+    ``hostcheck.deleted_binaries``.
+    """
+    ignored = _matcher(DEFAULT_IGNORE)
+    programs = set()
+    units = set()
+    count = 0
+    procs = snap.procs
+    kthread = hostcheck_proc.PF_KTHREAD
+    for proc in procs.values():
+        if proc.flags & kthread:
+            continue
+        if proc.pid != 1 and proc.ppid != 1 and proc.pgid != proc.pid:
+            parent = procs.get(proc.ppid)
+            if parent is None or parent.ppid != 0:
+                continue
+        exe = proc.exe
+        if exe is None or not exe.endswith(DELETED) or ignored(exe):
+            continue
+        count += 1
+        programs.add(os.path.basename(exe[: -len(DELETED)]))
+        unit = hostcheck_proc.unit_of_cgroup(proc.cgroup)[0]
+        if unit and unit.endswith(".service"):
+            units.add(unit)
+    return {"count": count, "units": sorted(units), "programs": sorted(programs)}
+
+
+# --------------------------------------------------------------------------
+# packages (optional, batched)
+
+
+def owning_packages(paths, run=subprocess.run):
+    """``{path: package}`` for the stale files, in one package-manager call."""
+    paths = sorted(set(paths))
+    if not paths:
+        return {}
+    if shutil.which("dpkg-query"):
+        cmd = ["dpkg-query", "-S", "--"] + paths
+    elif shutil.which("rpm"):
+        cmd = ["rpm", "-qf", "--queryformat", "%{NAME}\n", "--"] + paths
+    else:
+        return {}
+    try:
+        proc = run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                   timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    text = proc.stdout.decode("utf-8", "replace")
+    out = {}
+    if cmd[0] == "dpkg-query":
+        for line in text.splitlines():
+            pkgs, sep, path = line.partition(": ")
+            if sep and path in paths:
+                out[path] = pkgs.split(",")[0].split(":")[0].strip()
+    else:
+        lines = text.splitlines()
+        if len(lines) == len(paths):
+            for path, pkg in zip(paths, lines):
+                if " " not in pkg:
+                    out[path] = pkg
+    return out
