@@ -9,6 +9,13 @@ Keys (see README.rst)::
         count: 0          # leaked process trees (critical findings)
         programs: []      # programs involved, sorted
         warnings: 0       # duplicate daemons where no copy is managed
+      deleted_binaries:   # daemon roots whose executable was deleted
+        count: 0
+        units: []
+        programs: []
+      reboot_required:
+        required: false
+        reasons: []
 
 Target with e.g. ``salt -G 'hostcheck:orphans:count:0' test.ping`` (healthy
 minions) or ``salt -C 'not G@hostcheck:orphans:count:0' hostcheck.orphans``.
@@ -23,7 +30,10 @@ while grains load.
 import logging
 import os
 
+import hostcheck_deleted
 import hostcheck_orphans
+import hostcheck_proc
+import hostcheck_reboot
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +52,41 @@ def _opts_section(name):
     return section if isinstance(section, dict) else {}
 
 
-def _orphans():
+def _orphans(snaps=None):
     try:
         daemons = hostcheck_orphans.validate_daemons(_opts_section("orphans").get("daemons"))
         analysis = hostcheck_orphans.diagnose(daemons=daemons)
+        if snaps is not None:
+            snaps.append(analysis.snap)  # reused by the deleted_binaries summary
         return hostcheck_orphans.summary(analysis.findings)
     except Exception as exc:  # pylint: disable=broad-except
         log.warning("hostcheck grain: orphans check failed: %s", exc)
         return {"error": str(exc)}
 
 
+def _deleted_binaries(snaps):
+    try:
+        snap = snaps[0] if snaps else hostcheck_proc.snapshot()
+        return hostcheck_deleted.grain_summary(snap)
+    except Exception as exc:  # pylint: disable=broad-except
+        log.warning("hostcheck grain: deleted_binaries check failed: %s", exc)
+        return {"error": str(exc)}
+
+
+def _reboot_required():
+    try:
+        verdict = hostcheck_reboot.check()
+        return {"required": verdict["required"], "reasons": verdict["reasons"]}
+    except Exception as exc:  # pylint: disable=broad-except
+        log.warning("hostcheck grain: reboot_required check failed: %s", exc)
+        return {"error": str(exc)}
+
+
 def hostcheck():
     """Return the ``hostcheck`` grain dict."""
-    return {"hostcheck": {"orphans": _orphans()}}
+    snaps = []
+    return {"hostcheck": {
+        "orphans": _orphans(snaps),
+        "deleted_binaries": _deleted_binaries(snaps),
+        "reboot_required": _reboot_required(),
+    }}

@@ -18,7 +18,9 @@ import os
 
 import salt.exceptions
 
+import hostcheck_deleted
 import hostcheck_orphans
+import hostcheck_reboot
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +113,101 @@ def orphans(daemons=None):
         "processes": len(analysis.snap.procs),
         "notes": notes,
     }
+
+
+def _public_stale(findings):
+    """Findings without the internal start times (plain data for the outputters)."""
+    out = []
+    for f in findings:
+        f = dict(f)
+        f.pop("identities", None)
+        out.append(f)
+    return out
+
+
+def deleted_binaries(ignore=None, packages=False):
+    """
+    Report processes running old code, grouped by what owns them.
+
+    A process runs old code when its executable or an executable mapping
+    (shared library) was deleted or replaced on disk (compared by device and
+    inode through ``/proc/PID/root``, so a container's process is judged in
+    its own file system), or when an interpreted daemon's main script
+    (Python, Perl, Ruby; the salt-minion too) changed after it started.
+    ``memfd:``, ``/dev/``, ``/SYSV``, ``[aio]``, anonymous mappings and
+    temporary locations (``/tmp/``, ``/var/tmp/``, ``/run/``, JNA libraries)
+    are never reported.
+
+    One finding per owner (``code``): ``stale-unit`` (a systemd service, from
+    the process's cgroup), ``stale-init`` (PID 1), ``stale-supervisor`` (a
+    supervisord program), ``stale-minion`` (the minion running this job),
+    ``stale-scope`` (a user session, ``user@`` manager or container scope;
+    never mapped to a system service by name) and ``stale-unmanaged``. Each
+    carries ``action``: ``restart-unit``, ``daemon-reexec``,
+    ``supervisorctl``, ``self-restart`` or ``manual`` with a ``reason``.
+    ``hostcheck.services_current`` applies them.
+
+    ignore
+        Path prefixes (or globs) of mappings that are never package files,
+        replacing the defaults. Defaults to
+        ``hostcheck:deleted_binaries:ignore`` from config or pillar.
+    packages
+        Also name the package owning each stale file (one batched
+        ``dpkg-query -S`` or ``rpm -qf``). Off by default.
+
+    Returns ``{"stale": N processes, "units": [...], "findings": [...],
+    "processes": N, "notes": [...]}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' hostcheck.deleted_binaries
+        salt '*' hostcheck.deleted_binaries packages=True --out=json
+    """
+    if ignore is None:
+        ignore = _config("deleted_binaries:ignore", None)
+    try:
+        ignore = hostcheck_deleted.validate_ignore(ignore)
+    except hostcheck_deleted.ConfigError as exc:
+        raise salt.exceptions.CommandExecutionError(str(exc)) from exc
+    findings, snap = hostcheck_deleted.diagnose(ignore=ignore)
+    notes = []
+    if os.geteuid() != 0:
+        notes.append("not running as root: other users' processes cannot be read, so their old code is missed")
+    if packages:
+        owners = hostcheck_deleted.owning_packages(
+            [f["path"] for g in findings for f in g["files"]]
+        )
+        for g in findings:
+            for f in g["files"]:
+                f["package"] = owners.get(f["path"])
+    summ = hostcheck_deleted.summary(findings)
+    return {
+        "stale": summ["count"],
+        "units": summ["units"],
+        "findings": _public_stale(findings),
+        "processes": len(snap.procs),
+        "notes": notes,
+    }
+
+
+def reboot_required():
+    """
+    Whether this host needs a reboot: the running kernel is older than the
+    newest one installed (``/boot`` images that also have ``/lib/modules``,
+    versions compared numerically), or the distribution's flag
+    (``/run/reboot-required``, with the packages that set it) is there.
+
+    Returns ``{"required": bool, "reasons": [...], "running": "6.1.0-28-amd64",
+    "newest": "6.1.0-30-amd64"}`` (``newest`` is None when no kernel is
+    installed, e.g. in a container).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' hostcheck.reboot_required
+        salt -G 'hostcheck:reboot_required:required:True' test.ping
+    """
+    return hostcheck_reboot.check()
