@@ -21,6 +21,7 @@ import salt.exceptions
 import hostcheck_deleted
 import hostcheck_orphans
 import hostcheck_reboot
+import hostcheck_timezone
 
 log = logging.getLogger(__name__)
 
@@ -211,3 +212,44 @@ def reboot_required():
         salt -G 'hostcheck:reboot_required:required:True' test.ping
     """
     return hostcheck_reboot.check()
+
+
+def timezone(daemons=None):
+    """
+    Check that every source of the timezone agrees, and find the daemons
+    that still run with a zone that has changed since they started.
+
+    Every source is read and compared, without ``timedatectl`` or D-Bus:
+    ``/etc/localtime`` (a symlink names its zone; a copy is matched to the
+    zones with identical bytes, TZif validated), ``/etc/timezone``,
+    ``ZONE=`` in ``/etc/sysconfig/clock``, ``TZ`` in ``/etc/environment`` and
+    in PID 1's environment (only that key is read), and ``timedatectl`` as an
+    extra witness when systemd runs and it answers.
+
+    daemons
+        Programs that read the zone only at start (identified by argv/exe,
+        never by comm). Defaults to ``hostcheck:timezone:daemons`` from config
+        or pillar, else ``cron``, ``crond``, ``rsyslogd``, ``atd``.
+
+    Returns ``{"zone": effective zone (what glibc uses), "consistent": bool,
+    "agreement": how the sources agree, "conflicts": [...], "sources": {...},
+    "stale": [...], "changed": time of the last change of /etc/localtime or
+    /etc/timezone, "findings": [...], "notes": [...]}``. Finding codes:
+    ``zone-conflict`` (critical), ``localtime-missing`` (warning),
+    ``stale-daemon`` (warning, with ``pids``): a daemon that started more than
+    1.5 s (clock skew between process start times and file times) before the
+    last change.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' hostcheck.timezone
+        salt -G 'hostcheck:timezone:consistent:False' hostcheck.timezone --out=json
+    """
+    if daemons is None:
+        daemons = _config("timezone:daemons", None)
+    try:
+        return hostcheck_timezone.diagnose(daemons=daemons).as_dict()
+    except hostcheck_timezone.ConfigError as exc:
+        raise salt.exceptions.CommandExecutionError(str(exc)) from exc
