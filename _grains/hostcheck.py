@@ -16,6 +16,9 @@ Keys (see README.rst)::
       reboot_required:
         required: false
         reasons: []
+      timezone:
+        zone: Etc/UTC     # effective zone (/etc/localtime; UTC if missing)
+        consistent: true  # every zone source agrees
 
 Target with e.g. ``salt -G 'hostcheck:orphans:count:0' test.ping`` (healthy
 minions) or ``salt -C 'not G@hostcheck:orphans:count:0' hostcheck.orphans``.
@@ -34,6 +37,7 @@ import hostcheck_deleted
 import hostcheck_orphans
 import hostcheck_proc
 import hostcheck_reboot
+import hostcheck_timezone
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,15 @@ def _reboot_required():
         return {"error": str(exc)}
 
 
+def _timezone():
+    # a few file reads: no process scan, no zoneinfo walk, no subprocess
+    try:
+        return hostcheck_timezone.grain()
+    except Exception as exc:  # pylint: disable=broad-except
+        log.warning("hostcheck grain: timezone check failed: %s", exc)
+        return {"error": str(exc)}
+
+
 def hostcheck():
     """Return the ``hostcheck`` grain dict."""
     snaps = []
@@ -89,4 +102,5 @@ def hostcheck():
         "orphans": _orphans(snaps),
         "deleted_binaries": _deleted_binaries(snaps),
         "reboot_required": _reboot_required(),
+        "timezone": _timezone(),
     }}
