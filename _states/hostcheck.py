@@ -11,6 +11,7 @@ import numbers
 import os
 
 import hostcheck_orphans
+import hostcheck_timezone
 
 log = logging.getLogger(__name__)
 
@@ -198,4 +199,60 @@ def orphans_reaped(name, match=None, exclude=None, timeout=10, daemons=None):
             ),
         )
     ret["comment"] = "\n".join(comments)
+    return ret
+
+
+def timezone_pinned(name, copy=False, daemons=None, timeout=30):
+    """
+    Pin the timezone: make every source name ``name`` and restart the
+    daemons that cached the old zone.
+
+    The zone is validated before anything is touched: plain path components
+    under the zoneinfo directory (no ``..``, no absolute path, no symlink
+    leading out of it) naming a valid TZif file. Then:
+
+    - ``/etc/localtime`` becomes a relative symlink into zoneinfo (or, with
+      ``copy: True``, a copy of the zone file); an existing absolute symlink
+      to the same zone is left alone;
+    - ``/etc/timezone`` is written on the Debian family or where it exists,
+      ``ZONE=`` in ``/etc/sysconfig/clock`` where that exists, and ``TZ`` in
+      ``/etc/environment`` where it names another zone; each write is atomic
+      (temp file in the same directory, fsync, rename), owner and mode kept;
+    - the time-caching daemons (``hostcheck:timezone:daemons``; default
+      cron, crond, rsyslogd, atd) are restarted through their systemd unit
+      when files changed, or when they started before the last change of the
+      zone files (stale though the files are right); each must come back as a
+      new process. A daemon that survives its restart, or that no service
+      manager can restart, makes the result False and is named.
+
+    The result is verified by diagnosing again. ``PID 1``'s own ``TZ``
+    cannot be changed without a reboot: it is reported, not hidden.
+
+    name
+        The zone, e.g. ``Europe/Paris``.
+    copy
+        Write ``/etc/localtime`` as a copy instead of a symlink.
+    daemons
+        Time-caching daemon programs, as for ``hostcheck.timezone``.
+    timeout
+        Seconds to wait for each restart and for the old process to exit.
+
+    .. code-block:: yaml
+
+        Etc/UTC:
+          hostcheck.timezone_pinned: []
+
+        pin the zone:
+          hostcheck.timezone_pinned:
+            - name: Europe/Paris
+            - copy: True
+    """
+    ret = _ret(name)
+    if daemons is None:
+        daemons = __salt__["config.get"]("hostcheck:timezone:daemons", None)  # pylint: disable=undefined-variable
+    result, changes, comment = hostcheck_timezone.pin(
+        name, copy=copy, daemons=daemons, timeout=timeout,
+        test=bool(__opts__.get("test")),  # pylint: disable=undefined-variable
+    )
+    ret.update(result=result, changes=changes, comment=comment)
     return ret
