@@ -61,7 +61,9 @@ def orphans(daemons=None):
         supervisord unit's cgroup that is no longer below supervisord.
     ``unit-leftover``
         Processes left in the cgroup of a systemd service that is no longer
-        active (what ``KillMode=process`` leaves behind).
+        running, or left by an earlier run of a service that has been
+        restarted since (their ``INVOCATION_ID`` is not the unit's current
+        one): what ``KillMode=process`` leaves behind.
     ``duplicate-daemon``
         A second tree of a single-instance daemon (salt-minion, salt-master,
         supervisord, cron/crond, rsyslogd, ``dbus-daemon --system``,
@@ -72,8 +74,9 @@ def orphans(daemons=None):
     Findings of severity ``critical`` are leaks that
     ``hostcheck.orphans_reaped`` may terminate. Daemons that double-forked
     and were legitimately adopted by init are not leaks and are never
-    critical; a tree inside an active unit but not below its main process is
-    reported as ``stray`` with severity ``info``.
+    reported: they carry no supervisor provenance and belong to the current
+    run of their unit (or live on a host without a service manager).
+    Unmanaged duplicates are warnings.
 
     daemons
         Extra single-instance daemons, merged over the defaults, as

@@ -13,8 +13,11 @@ unit states the service manager reported:
     it is the same leak seen from systemd.
 
 ``unit-leftover`` (critical)
-    Processes in the cgroup of a service that is no longer active: what
-    ``KillMode=process`` (or ``none``) leaves behind after a stop.
+    Processes in the cgroup of a service that is no longer running, or that
+    a previous run of a running service left behind (their
+    ``INVOCATION_ID`` is not the unit's current one): what
+    ``KillMode=process`` (or ``none``) leaves after a stop or restart. A tree
+    left in a supervisord unit by an earlier supervisord is this leak too.
 
 ``duplicate-daemon`` (critical when one copy is managed, else warning)
     Two or more separate trees of the same single-instance daemon with the
@@ -28,11 +31,6 @@ Processes are identified by their executable and command line, never by
 not a leak: it has no supervisor provenance and is either the main process
 of its (active) unit or on a host without a service manager.
 
-``stray`` (info)
-    A process tree inside an active service's cgroup that is not below the
-    unit's main or control process (a double-forked helper, or sessions a
-    ``KillMode=process`` service deliberately keeps, like sshd's). Reported
-    for information only and never reaped.
 """
 
 import fnmatch
@@ -255,10 +253,9 @@ def _daemon_root_candidate(proc, procs):
 def adopted_by_unit(procs):
     """``{unit: [pids]}`` of the processes init adopted, by their system service.
 
-    Whatever a service leaves behind, or a tree that escaped its main
-    process, has lost its parent and was re-parented to PID 1: only these
-    roots can be leftovers or strays, so only their cgroups are read (a few
-    dozen on a typical host instead of every process).
+    Whatever a service leaves behind has lost its parent and was re-parented
+    to PID 1: only these roots can be leftovers, so only their cgroups are
+    read (a few dozen on a typical host instead of every process).
     """
     out = {}
     for proc in procs:
@@ -287,17 +284,17 @@ def _protected(snap):
     return out
 
 
-NOTE_NO_SYSTEMD = "systemd is not running here: the unit rules (unit-leftover, stray) were skipped"
-NOTE_NO_SYSTEMCTL = "systemctl did not answer: the unit rules (unit-leftover, stray) were skipped"
+NOTE_NO_SYSTEMD = "systemd is not running here: the unit rule (unit-leftover) was skipped"
+NOTE_NO_SYSTEMCTL = "systemd did not answer: the unit rule (unit-leftover) was skipped"
 
 
 def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
     """Judge a snapshot. Pure: reads nothing but the snapshot's lazy fields.
 
     :param snap: a :class:`hostcheck_proc.Snapshot`.
-    :param units: ``{unit: {ActiveState, MainPID, ControlPID, ...}}`` from
-        :func:`hostcheck_systemd.unit_states`, or ``None`` when there is no
-        service manager to ask (the unit rules are then skipped).
+    :param units: ``{unit: {"ActiveState", "InvocationID"}}`` from
+        :func:`hostcheck_systemd.running_services`, or ``None`` when there is
+        no service manager to ask (the unit rule is then skipped).
     :param daemons: merged daemon table (see :func:`validate_daemons`).
     """
     if daemons is None:
@@ -361,9 +358,9 @@ def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
             "supervisor-leak", "critical", root, program_of(procs[root]), provenance
         )
 
-    # ---- rule 2: systemd leftovers and strays -------------------------------
+    # ---- rule 2: systemd leftovers ------------------------------------------
     if units is None:
-        # no cgroup is read for the unit rules when they cannot run
+        # no cgroup is read for the unit rule when it cannot run
         notes.append(units_note)
     else:
         for unit, roots in sorted(adopted_by_unit(user_procs).items()):
@@ -371,32 +368,22 @@ def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
             if state is None:
                 continue
             active = state.get("ActiveState")
-            if active in ("inactive", "failed"):
-                code, severity = "unit-leftover", "critical"
-            elif active in ("active", "reloading"):
-                # adopted trees that are not the unit's main or control process
-                tops = {state.get("MainPID") or 0, state.get("ControlPID") or 0}
-                if tops == {0}:
-                    continue  # no main process known: nothing to compare with
-                roots = [r for r in roots if r not in tops]
-                supervisor_unit = _is_supervisor(procs.get(state.get("MainPID") or 0))
-                code, severity = ("supervisor-leak", "critical") if supervisor_unit else ("stray", "info")
-            else:
-                continue  # activating/deactivating: systemd is busy with it
+            current = state.get("InvocationID")
             for root in roots:
+                invocation = procs[root].provenance().get("INVOCATION_ID")
+                if active in ("inactive", "failed"):
+                    why = active
+                elif active in ("active", "reloading") and current and invocation and invocation != current:
+                    why = "previous-run"
+                else:
+                    continue  # part of the current run, or nothing to compare with
                 if root in findings:
                     findings[root]["provenance"]["unit"] = unit
                     continue
-                if code == "supervisor-leak":
-                    prov = procs[root].provenance()
-                    provenance = {
-                        "supervisor_program": prov.get("SUPERVISOR_PROCESS_NAME"),
-                        "supervisor_group": prov.get("SUPERVISOR_GROUP_NAME"),
-                        "unit": unit,
-                    }
-                else:
-                    provenance = {"unit": unit, "unit_state": active, "kill_mode": state.get("KillMode")}
-                findings[root] = base_finding(code, severity, root, program_of(procs[root]), provenance)
+                findings[root] = base_finding(
+                    "unit-leftover", "critical", root, program_of(procs[root]),
+                    {"unit": unit, "unit_state": why},
+                )
 
     # ---- rule 3: duplicate daemons ------------------------------------------
     groups = {}
@@ -476,8 +463,9 @@ def _managed_by(snap, root, units):
         unit = hostcheck_proc.unit_of_cgroup(proc.cgroup)[0]
         state = units.get(unit) if unit else None
         if state and state.get("ActiveState") in ("active", "reloading"):
-            main = state.get("MainPID") or 0
-            if main == root or main in snap.ancestors(root):
+            current = state.get("InvocationID")
+            invocation = proc.provenance().get("INVOCATION_ID")
+            if not current or not invocation or invocation == current:
                 return "unit"
     return None
 
@@ -495,13 +483,12 @@ def _summary(f):
             what, prov.get("supervisor_program") or "?"
         )
     elif code == "unit-leftover":
-        text = "{} is left in the cgroup of {} unit {} (KillMode={})".format(
-            what, prov.get("unit_state"), prov.get("unit"), prov.get("kill_mode") or "?"
-        )
-    elif code == "stray":
-        text = "{} runs in {} but not below its main process (a double fork, or kept on purpose)".format(
-            what, prov.get("unit")
-        )
+        if prov.get("unit_state") == "previous-run":
+            text = "{} was left behind by an earlier run of {}, which has been restarted since".format(
+                what, prov.get("unit"))
+        else:
+            text = "{} is left in the cgroup of {}, which is {} (KillMode=process or none keeps children)".format(
+                what, prov.get("unit"), prov.get("unit_state"))
     elif f.get("duplicate_of"):
         text = "{} duplicates the managed copy at PID {} (same configuration)".format(what, f["duplicate_of"])
     else:
@@ -531,7 +518,7 @@ def diagnose(proc_root="/proc", run_root="/run", daemons=None, units=None, ask_s
         note = NOTE_NO_SYSTEMCTL
         kthread = hostcheck_proc.PF_KTHREAD
         names = adopted_by_unit(p for p in snap.procs.values() if not p.flags & kthread)
-        units = hostcheck_systemd.unit_states(names, run_root=run_root)
+        units = hostcheck_systemd.running_services(names, run_root=run_root)
     return analyse(snap, units=units, daemons=daemons, units_note=note)
 
 

@@ -3,7 +3,9 @@
 * a freshly booted host reports no warning or critical finding;
 * a ``KillMode=process`` service whose child survives ``systemctl stop`` is
   reported as a leftover of an inactive unit and reaped by the state;
-* a healthy ``Type=forking`` daemon and cron are never touched.
+* a healthy ``Type=forking`` daemon and cron are never touched;
+* a child left by the previous run of a restarted ``KillMode=process``
+  service is found by its stale ``INVOCATION_ID``.
 """
 import time
 
@@ -75,7 +77,7 @@ def test_killmode_process_leftover_reported_and_reaped(systemd_container):
     f = crit[0]
     assert f["code"] == "unit-leftover"
     assert f["pids"] == [leftover]
-    assert f["provenance"] == {"unit": "leaky.service", "unit_state": "inactive", "kill_mode": "process"}
+    assert f["provenance"] == {"unit": "leaky.service", "unit_state": "inactive"}
     assert "leaky.service" in f["summary"]
     touched = {p for x in diag["findings"] for p in x["pids"]}
     assert forky not in touched and cron not in touched
@@ -104,3 +106,24 @@ def test_killmode_process_leftover_reported_and_reaped(systemd_container):
     state = _state(c.salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks"))
     assert state["result"] is True and state["changes"] == {}
     assert c.salt_call("hostcheck.orphans")["leaked"] == 0
+
+
+def test_leftover_of_previous_run_after_restart(systemd_container):
+    c = systemd_container
+    c.write_file("/etc/systemd/system/leaky.service", LEAKY)
+    c.run(["systemctl", "daemon-reload"])
+    c.run(["systemctl", "start", "leaky.service"])
+    assert _wait(lambda: _pids(c, "sleep 1000"))
+    (old,) = _pids(c, "sleep 1000")
+    c.run(["systemctl", "restart", "leaky.service"])
+    assert _wait(lambda: len(_pids(c, "sleep 1000")) == 2)
+    new = [p for p in _pids(c, "sleep 1000") if p != old]
+
+    diag = c.salt_call("hostcheck.orphans")
+    crit = [f for f in diag["findings"] if f["severity"] == "critical"]
+    assert [(f["code"], f["pids"], f["provenance"]["unit_state"]) for f in crit] == [
+        ("unit-leftover", [old], "previous-run")], diag
+    state = _state(c.salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks"))
+    assert state["result"] is True and state["changes"]["reaped"][0]["pids"] == [old]
+    assert _pids(c, "sleep 1000") == new  # the current run's child is untouched
+    assert c.run(["systemctl", "is-active", "leaky"]).stdout.strip() == "active"

@@ -106,9 +106,9 @@ def test_name_alone_decides_nothing():
 
 
 UNITS = {
-    "leaky.service": {"Id": "leaky.service", "ActiveState": "inactive", "MainPID": 0, "ControlPID": 0, "KillMode": "process"},
-    "cron.service": {"Id": "cron.service", "ActiveState": "active", "MainPID": 80, "ControlPID": 0, "KillMode": "control-group"},
-    "supervisor.service": {"Id": "supervisor.service", "ActiveState": "active", "MainPID": 90, "ControlPID": 0, "KillMode": "process"},
+    "leaky.service": {"ActiveState": "inactive", "InvocationID": None},
+    "cron.service": {"ActiveState": "active", "InvocationID": "c0ffee"},
+    "supervisor.service": {"ActiveState": "active", "InvocationID": "5e55"},
 }
 
 
@@ -124,7 +124,7 @@ def test_unit_leftover_of_inactive_unit(cg):
     assert codes(a) == [("unit-leftover", "critical", 500)]
     f = a.findings[0]
     assert f["pids"] == [500, 501]
-    assert f["provenance"] == {"unit": "leaky.service", "unit_state": "inactive", "kill_mode": "process"}
+    assert f["provenance"] == {"unit": "leaky.service", "unit_state": "inactive"}
 
 
 def test_v1_and_v2_cgroup_files_give_same_unit(tmp_path):
@@ -140,24 +140,41 @@ def test_unit_rules_skipped_without_service_manager():
     assert a.notes == [ho.NOTE_NO_SYSTEMD]
 
 
-def test_stray_in_active_unit_is_info_only_and_never_reaped():
-    cron = P(80, 1, comm="cron", cmdline=["/usr/sbin/cron", "-f"], cgroup="/system.slice/cron.service")
-    job = P(81, 1, comm="backup", cmdline=["/usr/local/bin/backup", "--daemon"], cgroup="/system.slice/cron.service")
-    a = ho.analyse(snap(init(), cron, job), units=UNITS)
-    assert codes(a) == [("stray", "info", 81)]
-    assert ho.select(a.findings) == []
+def test_current_run_of_active_unit_is_not_a_leftover():
+    """A double-forked helper of the current run (same invocation) is part of the service."""
+    cron = P(80, 1, comm="cron", cmdline=["/usr/sbin/cron", "-f"], cgroup="/system.slice/cron.service",
+             environ={"INVOCATION_ID": "c0ffee"})
+    job = P(81, 1, comm="backup", cmdline=["/usr/local/bin/backup", "--daemon"], cgroup="/system.slice/cron.service",
+            environ={"INVOCATION_ID": "c0ffee"})
+    noenv = P(82, 1, cmdline=["/usr/local/bin/cleaned-env"], cgroup="/system.slice/cron.service")
+    assert ho.analyse(snap(init(), cron, job, noenv), units=UNITS).findings == []
 
 
-def test_tree_in_supervisor_unit_not_below_supervisord_is_a_leak():
-    supd = P(90, 1, cmdline=SUPD, cgroup="/system.slice/supervisor.service", starttime=9000)
-    old = P(95, 1, comm="worker", cmdline=["/usr/bin/worker"], cgroup="/system.slice/supervisor.service")
+def test_leftover_of_previous_run_of_restarted_unit():
+    """KillMode=process + restart: the old run's child keeps the old INVOCATION_ID."""
+    cron = P(80, 1, comm="cron", cmdline=["/usr/sbin/cron", "-f"], cgroup="/system.slice/cron.service",
+             environ={"INVOCATION_ID": "c0ffee"})
+    old = P(70, 1, comm="sleep", cmdline=["sleep", "1000"], cgroup="/system.slice/cron.service",
+            environ={"INVOCATION_ID": "0ld"})
+    a = ho.analyse(snap(init(), cron, old), units=UNITS)
+    assert codes(a) == [("unit-leftover", "critical", 70)]
+    assert a.findings[0]["provenance"] == {"unit": "cron.service", "unit_state": "previous-run"}
+    assert "earlier run of cron.service" in a.findings[0]["summary"]
+
+
+def test_tree_left_in_supervisor_unit_by_earlier_supervisord_is_a_leak():
+    supd = P(90, 1, cmdline=SUPD, cgroup="/system.slice/supervisor.service", starttime=9000,
+             environ={"INVOCATION_ID": "5e55"})
+    old = P(95, 1, comm="worker", cmdline=["/usr/bin/worker"], cgroup="/system.slice/supervisor.service",
+            environ=dict(SUP_ENV, INVOCATION_ID="01d"))
     a = ho.analyse(snap(init(), supd, old), units=UNITS)
     assert codes(a) == [("supervisor-leak", "critical", 95)]
     assert a.findings[0]["provenance"]["unit"] == "supervisor.service"
 
 
 def test_duplicate_cron_one_managed_by_unit():
-    cron = P(80, 1, comm="cron", cmdline=["/usr/sbin/cron", "-f"], cgroup="/system.slice/cron.service")
+    cron = P(80, 1, comm="cron", cmdline=["/usr/sbin/cron", "-f"], cgroup="/system.slice/cron.service",
+             environ={"INVOCATION_ID": "c0ffee"})
     cron_child = P(82, 80, comm="cron", pgid=80, cmdline=["/usr/sbin/cron", "-f"], cgroup="/system.slice/cron.service")
     other = P(600, 1, comm="cron", cmdline=["/usr/sbin/cron", "-f"], cgroup="/user.slice/user-0.slice/session-4.scope")
     a = ho.analyse(snap(init(), cron, cron_child, other), units=UNITS)
