@@ -13,7 +13,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-SERVED = ("_modules", "_states", "_grains", "_utils")
+SERVED = ("_modules", "_states", "_grains", "_utils", "hostcheck")
 MINION_ID = "hostcheck-demo"
 
 # What the demo shows, in order: (title, salt arguments)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SERVED = ("_modules", "_states", "_grains", "_utils")
+SERVED = ("_modules", "_states", "_grains", "_utils", "hostcheck")
 
 
 def make_file_root(path):

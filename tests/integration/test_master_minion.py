@@ -142,3 +142,20 @@ def test_pip_route_without_sync(tmp_path):
     data = json.loads(out.stdout)["local"]
     (state,) = data.values()
     assert state["result"] is True
+
+
+def test_formula_in_highstate_form(salt_cli, salt_minion):
+    """The formula served from salt://hostcheck renders from pillar and applies."""
+    ret = salt_cli.run("state.apply", "hostcheck", "test=True", minion_tgt=salt_minion.id)
+    assert ret.returncode == 0, ret
+    (state,) = ret.data.values()
+    assert state["__id__"] == "hostcheck-orphans-reaped"
+    assert state["result"] is True and state["changes"] == {}
+    pillar = '{"hostcheck": {"orphans": {"reap": {"exclude": ["postgres*"], "timeout": 5}}}}'
+    ret = salt_cli.run("state.show_sls", "hostcheck", "pillar=" + pillar, minion_tgt=salt_minion.id)
+    args = ret.data["hostcheck-orphans-reaped"]["hostcheck"]
+    assert {"exclude": ["postgres*"]} in args and {"timeout": 5} in args
+    assert not any("match" in a for a in args if isinstance(a, dict))
+    off = '{"hostcheck": {"orphans": {"reap": {"enabled": false}}}}'
+    ret = salt_cli.run("state.show_sls", "hostcheck", "pillar=" + off, minion_tgt=salt_minion.id)
+    assert "hostcheck-orphans-reaped" not in ret.data
