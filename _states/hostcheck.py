@@ -10,7 +10,9 @@ import logging
 import numbers
 import os
 
+import hostcheck_deleted
 import hostcheck_orphans
+import hostcheck_systemd
 import hostcheck_timezone
 
 log = logging.getLogger(__name__)
@@ -255,4 +257,155 @@ def timezone_pinned(name, copy=False, daemons=None, timeout=30):
         test=bool(__opts__.get("test")),  # pylint: disable=undefined-variable
     )
     ret.update(result=result, changes=changes, comment=comment)
+    return ret
+
+
+def _plan_lines(plan):
+    lines = []
+    if plan["reexec"]:
+        lines.append("  PID 1: systemctl daemon-reexec")
+    for unit in plan["units"]:
+        lines.append("  {}: systemctl restart".format(unit))
+    for prog in plan["supervisor"]:
+        lines.append("  {}: supervisorctl restart".format(prog))
+    if plan["self"]:
+        lines.append("  {}: restarted last, after this job returned".format(plan["self"]))
+    return lines
+
+
+def _leftovers(plan):
+    lines = []
+    for item in plan["refused"]:
+        lines.append("Refused {}: {}".format(item["name"], item["reason"]))
+    for item in plan["manual"]:
+        lines.append("Manual {} (pids {}): {}".format(
+            item["name"], ", ".join(map(str, item["pids"])), item["reason"]))
+    return lines
+
+
+def services_current(name, only=None, exclude=None, refuse=None, ignore=None):
+    """
+    Restart what ``hostcheck.deleted_binaries`` finds running old code.
+
+    * systemd services: one ``systemctl restart`` for all affected units
+      (never retried, so a restart never loops into systemd's start limit;
+      a unit that fails reports its state and result, e.g.
+      ``failed/start-limit-hit``);
+    * PID 1 (systemd): ``systemctl daemon-reexec``, never a restart;
+    * supervisord programs: one ``supervisorctl restart``;
+    * the minion running this job: restarted last, by a transient systemd
+      timer that fires after the job has returned its result;
+    * units on the refuse list (dbus, dbus-broker, getty, serial-getty,
+      display managers, ``user@`` units, container runtimes) are refused
+      with the reason and reported as needing a reboot;
+    * user sessions, scopes and unmanaged processes are reported as manual.
+
+    After acting it diagnoses again; a restarted unit still running old code
+    makes ``result: False``. A second run changes nothing. On hosts without
+    systemd only supervisor programs are restarted.
+
+    name
+        An ID for the state; not used otherwise.
+    only
+        Glob or list of globs; only owners whose unit (with or without
+        ``.service``), ``group:program`` or kind (``init``, ``minion``,
+        ``supervisor``, ``unit``) matches are restarted.
+    exclude
+        Glob or list of globs; owners matching any are left alone. Plain unit
+        names in ``only``/``exclude`` must be units systemd knows.
+    refuse
+        Globs of units never restarted, replacing the default list (also
+        ``hostcheck:deleted_binaries:refuse``).
+    ignore
+        Mapping paths never reported, as for ``hostcheck.deleted_binaries``.
+
+    .. code-block:: yaml
+
+        services run current code:
+          hostcheck.services_current:
+            - exclude:
+              - postgresql*
+    """
+    ret = _ret(name)
+    only, err = _globs(only, "only")
+    if err is None:
+        exclude, err = _globs(exclude, "exclude")
+    if err is None:
+        try:
+            if refuse is None:
+                refuse = __salt__["config.get"]("hostcheck:deleted_binaries:refuse", None)  # pylint: disable=undefined-variable
+            refuse = hostcheck_deleted.validate_patterns(
+                refuse, "refuse", hostcheck_deleted.DEFAULT_REFUSE)
+            if ignore is None:
+                ignore = __salt__["config.get"]("hostcheck:deleted_binaries:ignore", None)  # pylint: disable=undefined-variable
+            ignore = hostcheck_deleted.validate_ignore(ignore)
+        except hostcheck_deleted.ConfigError as exc:
+            err = str(exc)
+    systemd = hostcheck_systemd.systemd_running()
+    if err is None:
+        names = hostcheck_deleted.unit_names_to_check((only or []) + (exclude or []))
+        if names:
+            loaded = hostcheck_deleted.load_states(names) if systemd else None
+            unknown = [n for n in names if loaded is None or loaded.get(n) == "not-found"]
+            if unknown:
+                err = "unknown unit(s): {}{}".format(
+                    ", ".join(unknown), "" if systemd else " (systemd is not running)")
+    if err is not None:
+        ret["result"] = False
+        ret["comment"] = "Invalid arguments, nothing done: " + err
+        return ret
+
+    findings, _ = hostcheck_deleted.diagnose(ignore=ignore)
+    plan = hostcheck_deleted.plan(findings, only=only, exclude=exclude, refuse=refuse, systemd=systemd)
+    todo = plan["reexec"] or plan["units"] or plan["supervisor"] or plan["self"]
+    notes = _leftovers(plan)
+    if not systemd:
+        notes.append("systemd is not running: only supervisor programs are restarted, the rest is manual")
+    if not todo:
+        ret["comment"] = "\n".join(["No service runs old code that this state may restart"] + notes)
+        return ret
+    if __opts__.get("test"):  # pylint: disable=undefined-variable
+        ret["result"] = None
+        ret["changes"] = {"would_restart": {k: plan[k] for k in ("units", "reexec", "supervisor", "self")}}
+        ret["comment"] = "\n".join(["Would restart:"] + _plan_lines(plan) + notes)
+        return ret
+
+    changes = {}
+    failed = []
+    if plan["reexec"]:
+        ok, out = hostcheck_deleted.run_command(["systemctl", "daemon-reexec"])
+        (changes.setdefault("reexecuted", []) if ok else failed).append("PID 1" if ok else "PID 1: " + out)
+    if plan["units"]:
+        ok, out = hostcheck_deleted.run_command(["systemctl", "restart", "--"] + plan["units"])
+        if ok:
+            changes["restarted"] = plan["units"]
+        else:
+            states = hostcheck_deleted.unit_results(plan["units"])
+            failed.append("systemctl restart failed ({}): {}".format(
+                out, ", ".join("{} {}".format(u, st) for u, st in sorted(states.items()))))
+    if plan["supervisor"]:
+        ok, out = hostcheck_deleted.run_command(["supervisorctl", "restart"] + plan["supervisor"])
+        if ok:
+            changes["supervisor_restarted"] = plan["supervisor"]
+        else:
+            failed.append("supervisorctl restart failed: " + out)
+    if plan["self"]:
+        ok, out = hostcheck_deleted.schedule_self_restart(plan["self"])
+        if ok:
+            changes["deferred"] = plan["self"]
+            notes.append("{} is restarted about 10 s after this job returns; apply again to verify".format(plan["self"]))
+        else:
+            failed.append("could not schedule the minion's restart: " + out)
+
+    after, _ = hostcheck_deleted.diagnose(ignore=ignore)
+    done = set(changes.get("restarted", [])) | set(changes.get("supervisor_restarted", []))
+    if changes.get("reexecuted"):
+        done.add("PID 1")
+    still = sorted(f["owner"]["name"] for f in after if f["owner"]["name"] in done)
+    if still:
+        failed.append("still running old code after the restart: " + ", ".join(still))
+    ret["changes"] = changes
+    ret["result"] = not failed
+    lines = failed + ["Restarted:"] + _plan_lines(plan)
+    ret["comment"] = "\n".join(lines + notes)
     return ret

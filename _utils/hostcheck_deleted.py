@@ -494,3 +494,124 @@ def owning_packages(paths, run=subprocess.run):
                 if " " not in pkg:
                     out[path] = pkg
     return out
+
+
+# --------------------------------------------------------------------------
+# plan and restart (the hostcheck.services_current state)
+
+#: Names in ``only``/``exclude`` that select a kind of owner, not a unit.
+OWNER_KINDS = ("init", "minion", "supervisor", "unit", "scope", "unmanaged")
+
+
+def _names(finding):
+    owner = finding["owner"]
+    names = [owner["kind"]]
+    if owner["name"]:
+        names.append(owner["name"])
+        if owner["name"].endswith(".service"):
+            names.append(owner["name"][: -len(".service")])
+    return names
+
+
+def _matches(finding, globs):
+    return any(fnmatch.fnmatchcase(n, g) for n in _names(finding) for g in globs)
+
+
+def unit_names_to_check(globs):
+    """The plain unit names in ``only``/``exclude`` (no glob, no owner kind,
+    no ``group:program``): each must be a unit systemd knows."""
+    out = []
+    for g in globs or ():
+        if any(c in g for c in "*?[") or g in OWNER_KINDS or ":" in g or g == "PID 1":
+            continue
+        out.append(g if "." in g else g + ".service")
+    return out
+
+
+def load_states(names, run_root="/run", timeout=10):
+    """``{unit: LoadState}`` from one ``systemctl show``, ``None`` without systemd."""
+    if not hostcheck_systemd.systemd_running(run_root) or not shutil.which("systemctl"):
+        return None
+    if not names:
+        return {}
+    try:
+        proc = subprocess.run(
+            ["systemctl", "show", "--no-pager", "-p", "Id,LoadState", "--"] + list(names),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            timeout=timeout, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # systemctl show prints the blocks in argument order, even for unknown units
+    blocks = [b for b in proc.stdout.decode("utf-8", "replace").split("\n\n") if b.strip()]
+    out = {}
+    for name, block in zip(names, blocks):
+        props = dict(line.partition("=")[::2] for line in block.splitlines())
+        out[name] = props.get("LoadState") or "not-found"
+    return out
+
+
+def plan(findings, only=None, exclude=None, refuse=DEFAULT_REFUSE, systemd=True):
+    """What the state does with ``findings``. Pure.
+
+    Returns ``{"units": [...], "reexec": bool, "supervisor": [...],
+    "self": unit or None, "refused": [{name, reason}], "manual": [{name, reason, pids}],
+    "skipped": N}``.
+    """
+    out = {"units": [], "reexec": False, "supervisor": [], "self": None,
+           "refused": [], "manual": [], "skipped": 0}
+    for f in findings:
+        if (only and not _matches(f, only)) or (exclude and _matches(f, exclude)):
+            out["skipped"] += 1
+            continue
+        action = f["action"]
+        name = f["owner"]["name"]
+        kind = action["type"]
+        if kind == "restart-unit":
+            if any(fnmatch.fnmatchcase(name, g) for g in refuse):
+                out["refused"].append({"name": name, "reason": "unsafe to restart (refuse list): reboot to update it"})
+            else:
+                out["units"].append(name)
+        elif kind == "daemon-reexec":
+            if systemd:
+                out["reexec"] = True
+            else:
+                out["manual"].append({"name": "PID 1", "reason": "PID 1 is not systemd: reboot", "pids": f["pids"]})
+        elif kind == "supervisorctl":
+            out["supervisor"].append(name)
+        elif kind == "self-restart":
+            out["self"] = action["unit"]
+        else:
+            out["manual"].append({"name": name or "pid {}".format(f["pids"][0]), "reason": action["reason"],
+                                  "pids": f["pids"]})
+    out["units"].sort()
+    out["supervisor"].sort()
+    return out
+
+
+def run_command(argv, timeout=120):
+    """``(ok, output)`` of a service-manager command (never a binary found
+    through a process)."""
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return False, str(exc)
+    return proc.returncode == 0, proc.stdout.decode("utf-8", "replace").strip()
+
+
+def unit_results(units, timeout=10):
+    """``{unit: "ActiveState/Result"}`` after a failed restart (start-limit-hit shows here)."""
+    ok, text = run_command(["systemctl", "show", "--no-pager", "-p", "Id,ActiveState,Result", "--"] + list(units),
+                           timeout=timeout)
+    if not ok:
+        return {}
+    return {u: "{}/{}".format(p.get("ActiveState"), p.get("Result"))
+            for u, p in hostcheck_systemd.parse_show(text).items()}
+
+
+def schedule_self_restart(unit, delay=10):
+    """Restart the minion's own unit after this job returned: a transient
+    systemd timer outside the minion's cgroup (``systemd-run --on-active``)."""
+    return run_command(["systemd-run", "--no-block", "--collect", "--on-active={}".format(int(delay)),
+                        "systemctl", "restart", "--", unit])

@@ -278,3 +278,44 @@ def test_installed_kernels_and_verdict(tmp_path):
     assert v["required"] is True and v["reasons"] == ["the distribution's reboot-required flag is set (by dbus, libc6)"]
     # a container: no kernels in /boot, only the flag counts
     assert hr.judge("6.1.0-30-amd64", [], False, [])["required"] is False
+
+
+# ---- the restart plan ---------------------------------------------------------
+
+
+def _finding(kind, name, action, pids=(5,)):
+    return {"owner": {"kind": kind, "name": name}, "action": action, "pids": list(pids)}
+
+
+PLAN_INPUT = [
+    _finding("init", "PID 1", {"type": "daemon-reexec"}, [1]),
+    _finding("unit", "cron.service", {"type": "restart-unit", "unit": "cron.service"}),
+    _finding("unit", "systemd-logind.service", {"type": "restart-unit", "unit": "systemd-logind.service"}),
+    _finding("unit", "dbus.service", {"type": "restart-unit", "unit": "dbus.service"}),
+    _finding("unit", "getty@tty1.service", {"type": "restart-unit", "unit": "getty@tty1.service"}),
+    _finding("supervisor", "jobs:worker", {"type": "supervisorctl", "program": "jobs:worker"}),
+    _finding("scope", "session-3.scope", {"type": "manual", "reason": "session"}),
+    _finding("minion", "salt-minion.service", {"type": "self-restart", "unit": "salt-minion.service"}),
+]
+
+
+def test_plan_refuses_unsafe_units_and_orders_actions():
+    p = hd.plan(PLAN_INPUT)
+    assert p["units"] == ["cron.service", "systemd-logind.service"]
+    assert p["reexec"] is True and p["supervisor"] == ["jobs:worker"] and p["self"] == "salt-minion.service"
+    assert [r["name"] for r in p["refused"]] == ["dbus.service", "getty@tty1.service"]
+    assert [m["name"] for m in p["manual"]] == ["session-3.scope"]
+    # the refuse list is overridable
+    assert "dbus.service" in hd.plan(PLAN_INPUT, refuse=())["units"]
+
+
+def test_plan_only_exclude_and_no_systemd():
+    p = hd.plan(PLAN_INPUT, only=["cron", "init"])
+    assert p["units"] == ["cron.service"] and p["reexec"] is True and p["self"] is None
+    assert p["skipped"] == 6
+    p = hd.plan(PLAN_INPUT, exclude=["*logind*", "minion"])
+    assert p["units"] == ["cron.service"] and p["self"] is None
+    p = hd.plan(PLAN_INPUT[:1], systemd=False)
+    assert p["reexec"] is False and p["manual"][0]["reason"] == "PID 1 is not systemd: reboot"
+    assert hd.unit_names_to_check(["cron", "x*.service", "init", "jobs:worker", "a.service"]) == [
+        "cron.service", "a.service"]

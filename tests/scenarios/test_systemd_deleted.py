@@ -1,0 +1,75 @@
+"""The upgrade incident in a real systemd container: logind, cron and dbus-daemon
+replaced on disk (copy + rename, as a package manager does) keep running the
+deleted binaries; hostcheck.deleted_binaries groups them by unit and
+hostcheck.services_current restarts logind and cron, refuses dbus."""
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+BINARIES = {
+    "systemd-logind.service": "/usr/lib/systemd/systemd-logind",
+    "cron.service": "/usr/sbin/cron",
+    "dbus.service": "/usr/bin/dbus-daemon",
+}
+
+
+def _state(ret):
+    (state,) = ret.values()
+    return state
+
+
+def _exe(c, unit):
+    return os.readlink("/proc/{}/exe".format(c.host_pid(c.main_pid(unit))))
+
+
+def test_upgrade_leaves_old_binaries_running_until_services_current(systemd_container):
+    c = systemd_container
+    assert c.salt_call("hostcheck.deleted_binaries")["findings"] == []
+    for path in BINARIES.values():
+        c.run("cp -p {0} {0}.dpkg-new && mv -f {0}.dpkg-new {0}".format(path))
+    before = {unit: c.main_pid(unit) for unit in BINARIES}
+    for unit, path in BINARIES.items():
+        assert _exe(c, unit) == path + " (deleted)"
+
+    diag = c.salt_call("hostcheck.deleted_binaries")
+    by = {f["owner"]["name"]: f for f in diag["findings"]}
+    assert set(by) == set(BINARIES), diag
+    for unit, f in by.items():
+        assert f["code"] == "stale-unit" and f["action"] == {"type": "restart-unit", "unit": unit}
+        assert before[unit] in f["pids"]
+        assert {"path": BINARIES[unit], "kind": "exe", "why": "deleted"} == {
+            k: f["files"][0][k] for k in ("path", "kind", "why")}
+    assert diag["units"] == sorted(BINARIES)
+    grain = c.salt_call("grains.get", "hostcheck:deleted_binaries")
+    assert grain["units"] == sorted(BINARIES) and grain["count"] >= 3
+    assert c.salt_call("hostcheck.reboot_required")["required"] in (True, False)
+
+    # test=True restarts nothing and lists the plan
+    state = _state(c.salt_call("state.single", "hostcheck.services_current", "name=current", "test=True"))
+    assert state["result"] is None, state
+    assert state["changes"]["would_restart"]["units"] == ["cron.service", "systemd-logind.service"]
+    assert "Refused dbus.service" in state["comment"]
+    # bad arguments: result False, nothing restarted
+    for bad, text in (("exclude=7", "exclude must be"), ("only=no-such-thing.service", "unknown unit")):
+        state = _state(c.salt_call("state.single", "hostcheck.services_current", "name=current", bad, check=False))
+        assert state["result"] is False and text in state["comment"], state
+        assert state["changes"] == {}
+    assert {unit: c.main_pid(unit) for unit in BINARIES} == before
+
+    state = _state(c.salt_call("state.single", "hostcheck.services_current", "name=current"))
+    assert state["result"] is True, state
+    assert state["changes"] == {"restarted": ["cron.service", "systemd-logind.service"]}
+    assert "Refused dbus.service: unsafe to restart" in state["comment"]
+    for unit in ("cron.service", "systemd-logind.service"):
+        assert c.main_pid(unit) != before[unit]
+        assert _exe(c, unit) == BINARIES[unit]
+    assert c.main_pid("dbus.service") == before["dbus.service"]
+    assert _exe(c, "dbus.service").endswith(" (deleted)")
+    assert c.run(["systemctl", "is-active", "cron", "systemd-logind", "dbus"]).stdout.split() == ["active"] * 3
+
+    state = _state(c.salt_call("state.single", "hostcheck.services_current", "name=current"))
+    assert state["result"] is True and state["changes"] == {}, state
+    assert "Refused dbus.service" in state["comment"]
+    assert [f["owner"]["name"] for f in c.salt_call("hostcheck.deleted_binaries")["findings"]] == ["dbus.service"]
