@@ -46,7 +46,10 @@ import hostcheck_systemd
 
 CHECK = "timezone"
 ZONEINFO = "/usr/share/zoneinfo"
-DEFAULT_DAEMONS = ("cron", "crond", "rsyslogd", "atd")
+#: systemd-timedated is on the list because it caches the zone it read at
+#: start: until it is restarted (or exits idle) ``timedatectl`` - and so
+#: Salt's ``timezone.get_zone`` - reports the old zone.
+DEFAULT_DAEMONS = ("cron", "crond", "rsyslogd", "atd", "systemd-timedated")
 #: Seconds of tolerance between a process start time and a file time.
 CLOCK_SKEW = 1.5
 #: TZif files are small (the largest in tzdata is a few KiB; with leap
@@ -444,8 +447,8 @@ def compare(srcs):
     named = []
     for kind, src in srcs.sources.items():
         label = src["source"]
-        if src.get("follows_localtime"):
-            continue
+        if src.get("follows_localtime") or kind == "timedatectl":
+            continue  # timedatectl is a witness (see witness_note), not a source
         if src.get("kind") == "missing":
             # not a source, but glibc's fallback: a named zone must agree with UTC
             named.append(("/etc/localtime (missing, so UTC)", "UTC"))
@@ -478,6 +481,18 @@ def compare(srcs):
     else:
         agreement = "all sources name {}{}".format(base_zone or effective, copy_note)
     return effective, not conflicts, agreement, conflicts
+
+
+def witness_note(srcs, zone):
+    """A note when ``timedatectl`` names a zone whose data differ from ``zone``'s."""
+    wit = srcs.sources.get("timedatectl")
+    if not wit or not wit.get("zone") or wit["zone"] == zone:
+        return None
+    cache = {}
+    if _zone_bytes(wit["zone"], srcs.zoneinfo_dir, cache) == _zone_bytes(zone, srcs.zoneinfo_dir, cache):
+        return None
+    return ("timedatectl says {} but the files say {}: systemd-timedated keeps the zone it read "
+            "when it started until it is restarted or exits idle".format(wit["zone"], zone))
 
 
 def validate_daemons(value):
@@ -599,6 +614,10 @@ def analyse(srcs, running=(), units=None, skew=CLOCK_SKEW, notes=()):
             "check": CHECK, "code": "localtime-missing", "severity": "warning",
             "summary": "/etc/localtime is missing: programs use UTC", "pids": [],
         })
+    notes = list(notes)
+    note = witness_note(srcs, zone)
+    if note:
+        notes.append(note)
     stale = stale_daemons(list(running), srcs.changed_at, skew=skew, units=units)
     for d in stale:
         findings.append({
@@ -610,7 +629,7 @@ def analyse(srcs, running=(), units=None, skew=CLOCK_SKEW, notes=()):
             "started": _iso(d["started_at"]),
         })
     return Analysis(zone, consistent, agreement, conflicts, srcs.sources, stale, list(running),
-                    srcs.changed_at, findings, list(notes), units=units)
+                    srcs.changed_at, findings, notes, units=units)
 
 
 def diagnose(daemons=None, etc_root="/etc", zoneinfo_dir=ZONEINFO, proc_root="/proc",

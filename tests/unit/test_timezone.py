@@ -372,3 +372,14 @@ def test_grain_is_cheap_and_never_walks_zoneinfo(root, monkeypatch):
     for _ in range(20):
         tz.grain(**root.kw)
     assert (time.perf_counter() - start) / 20 < 0.005
+
+
+def test_timedatectl_is_a_witness_not_a_source(root, monkeypatch):
+    (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Asia/Shanghai")
+    (root.run / "systemd/system").mkdir(parents=True)
+    monkeypatch.setattr(tz, "timedatectl_zone", lambda *a: "Etc/UTC")  # a timedated that cached
+    a = analysis(root)
+    assert a.consistent is True and a.sources["timedatectl"]["zone"] == "Etc/UTC"
+    assert any("systemd-timedated keeps the zone" in n for n in a.notes)
+    monkeypatch.setattr(tz, "timedatectl_zone", lambda *a: "PRC")
+    assert analysis(root).notes == []
