@@ -11,6 +11,8 @@
   diagnoses. Without ``timedatectl`` Salt trusts ``/etc/timezone`` only (on
   Debian) and misses the conflict; on the families where it hashes
   ``/etc/localtime`` it names the first file with the same bytes (``PRC``).
+  With systemd running, ``timedatectl`` says ``n/a`` for a copy, and
+  ``timezone.system`` rewrites the files but never restarts cron.
 
 The assertions on Salt's behaviour are on Salt 3008.4 as installed in the
 container, so the comparison in the README stays true or this test fails.
@@ -152,7 +154,7 @@ def test_bad_zones_touch_nothing(systemd_container):
     assert c.main_pid("cron.service") == cron
 
 
-def test_without_systemd_salt_fails_where_hostcheck_works(systemd_container):
+def test_salt_timezone_module_beside_hostcheck(systemd_container):
     c = systemd_container
     c.sync()
     c.run(INCIDENT)
@@ -192,3 +194,22 @@ def test_without_systemd_salt_fails_where_hostcheck_works(systemd_container):
     assert rc == 0, err
     assert zone != "Asia/Shanghai" and zone in diag["sources"]["localtime"]["identical_to"], zone
     assert diag["sources"]["localtime"]["zone"] == "Asia/Shanghai"  # hostcheck: the canonical name
+
+    # With systemd running: timedatectl says "n/a" for a copied /etc/localtime, so Salt's
+    # get_zone returns "n/a"; timezone.system "fixes" the zone in effect and never restarts
+    # cron, and its next run says all is well while cron keeps the zone it started with.
+    c.run("systemctl stop systemd-timedated")
+    assert c.salt_call("timezone.get_zone") == "n/a"
+    cron = c.main_pid("cron.service")
+    st = _state(c.salt_call("state.single", "timezone.system", "Asia/Shanghai"))
+    assert st["result"] is True and st["changes"] == {"timezone": "Asia/Shanghai"}, st
+    assert c.run(["readlink", "/etc/localtime"]).stdout.strip() == "/usr/share/zoneinfo/Asia/Shanghai"
+    assert c.main_pid("cron.service") == cron  # not restarted
+    st = _state(c.salt_call("state.single", "timezone.system", "Asia/Shanghai"))
+    assert st["result"] is True and st["changes"] == {}, st
+    diag = c.salt_call("hostcheck.timezone")
+    assert diag["consistent"] is True
+    stale = {d["program"]: d["pid"] for d in diag["stale"]}
+    assert stale["cron"] == cron  # hostcheck still sees the stale cron
+    # (and the systemd-timedated that Salt's own timedatectl calls started before its write)
+    assert set(stale) <= {"cron", "systemd-timedated"}, stale
