@@ -175,7 +175,7 @@ def deleted_binaries(ignore=None, packages=False):
         ignore = hostcheck_deleted.validate_ignore(ignore)
     except hostcheck_deleted.ConfigError as exc:
         raise salt.exceptions.CommandExecutionError(str(exc)) from exc
-    findings, snap = hostcheck_deleted.diagnose(ignore=ignore)
+    findings, scanned = hostcheck_deleted.diagnose(ignore=ignore)
     notes = []
     if os.geteuid() != 0:
         notes.append("not running as root: other users' processes cannot be read, so their old code is missed")
@@ -191,7 +191,7 @@ def deleted_binaries(ignore=None, packages=False):
         "stale": summ["count"],
         "units": summ["units"],
         "findings": _public_stale(findings),
-        "processes": len(snap.procs),
+        "processes": scanned,
         "notes": notes,
     }
 

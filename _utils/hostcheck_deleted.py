@@ -87,10 +87,14 @@ DEFAULT_REFUSE = (
 #: Interpreters whose main script is checked for changes.
 SCRIPT_INTERPRETERS = ("python", "perl", "ruby")
 
-# executable mappings with a path: dev major, dev minor, inode, path
-_MAPS_RE = re.compile(
-    rb"^[0-9a-f]+-[0-9a-f]+ ..x. [0-9a-f]+ ([0-9a-f]+):([0-9a-f]+) ([0-9]+) +(/.*)$", re.M
-)
+# Executable mappings: dev major, dev minor, inode, path. It starts at the
+# "x" of the permissions ("r-xp", "--xs"), which never occurs in the hex
+# address and offset fields, so the regex engine skips to candidates fast.
+# The first group is the whole "dev inode path" text (the key of the caches).
+_MAPS_RE = re.compile(rb"x[ps] [0-9a-f]+ (([0-9a-f]+):([0-9a-f]+) ([0-9]+) +([^\n]*))")
+# Only that key: one bytes string per mapping is cheaper to collect and look
+# up than tuples, for the clean-process test of diagnose().
+_MAPS_KEYS_RE = re.compile(rb"x[ps] [0-9a-f]+ ([0-9a-f]+:[0-9a-f]+ [0-9]+ +[^\n]*)")
 
 
 class ConfigError(ValueError):
@@ -137,8 +141,8 @@ def parse_maps(raw):
         return []
     out = []
     seen = set()
-    for major, minor, inode, path in _MAPS_RE.findall(raw):
-        if inode == b"0":
+    for _key, major, minor, inode, path in _MAPS_RE.findall(raw):
+        if inode == b"0" or not path.startswith(b"/"):
             continue
         key = (major, minor, inode, path)
         if key in seen:
@@ -158,7 +162,8 @@ def judge(path, dev, ino, lookup, started):
     ``lookup(path)`` returns ``(st_dev, st_ino, st_ctime)`` of the file at
     ``path`` in the process's root, ``None`` when there is none, or raises
     ``LookupError`` when it cannot tell (the process vanished).
-    ``started`` is the process's start (Unix time) or ``None``.
+    ``started`` is the process's start (Unix time), ``None``, or a callable
+    returning it (only called when an inode differs).
     Returns ``(why, clean_path)``: ``why`` is ``None`` (current),
     ``"deleted"`` or ``"replaced"``.
     """
@@ -172,6 +177,8 @@ def judge(path, dev, ino, lookup, started):
         return "deleted", path
     if now[0] == dev and now[1] == ino:
         return None, path
+    if callable(started):
+        started = started()
     if started is None or now[2] > started:
         return "replaced", path
     return None, path  # other inode but older than the process: overlay/btrfs view
@@ -201,7 +208,7 @@ def _interpreter(exe):
 
 
 class FileLookup:
-    """``lookup`` callables per process root, with one ``stat`` per (root, path).
+    """``(root key, lookup)`` per process root, with one ``stat`` per (root, path).
 
     The root of a process is identified by the device and inode of
     ``/proc/PID/root``: every process of a container (or chroot) shares it,
@@ -244,35 +251,74 @@ class FileLookup:
             cache[path] = value
             return value
 
-        return lookup
+        return key, lookup
 
 
-def stale_files(snap, proc, lookup, ignored):
-    """``[{"path", "kind": "exe"|"lib"|"script", "why"}]`` for one process."""
-    out = []
-    exe = proc.exe
-    if exe is None:
+class Scanner:
+    """Finds the stale files of one process at a time, with per-run caches:
+    ignore decisions per path and, per root, the mappings already seen to be
+    current (the same library in hundreds of processes is judged once)."""
+
+    def __init__(self, ignore=DEFAULT_IGNORE, files=None):
+        self._ignored = _matcher(ignore)
+        self._ignore_cache = {}
+        self.files = files if files is not None else FileLookup()
+        self._current = {}
+        #: "dev inode path" of mappings seen current (in any root), for diagnose()
+        self.known = set()
+
+    def ignored(self, path):
+        try:
+            return self._ignore_cache[path]
+        except KeyError:
+            value = self._ignore_cache[path] = self._ignored(path)
+            return value
+
+    def stale(self, proc, started):
+        """``[{"path", "kind": "exe"|"lib"|"script", "why"}]`` for ``proc``, or
+        ``None`` when it cannot be read (kernel thread, zombie, gone).
+        ``started()`` returns its start time; called only when needed."""
+        exe = proc.exe
+        if exe is None:
+            return None
+        root = self.files.for_proc(proc)
+        if root is None:
+            return None
+        root_key, lookup = root
+        current = self._current.setdefault(root_key, set())
+        exe_path = exe[: -len(DELETED)] if exe.endswith(DELETED) else exe
+        out = []
+        seen = set()
+        raw = proc.maps
+        for m in _MAPS_RE.findall(raw) if raw else ():
+            key = m[0]
+            if key in current:
+                continue
+            _, major, minor, inode, rawpath = m
+            path = rawpath.decode("utf-8", "surrogateescape")
+            if inode == b"0" or not rawpath.startswith(b"/") or self.ignored(path):
+                current.add(key)
+                self.known.add(key)
+                continue
+            dev, ino = os.makedev(int(major, 16), int(minor, 16)), int(inode)
+            why, clean = judge(path, dev, ino, lookup, started)
+            if why is None:
+                now = lookup(path)
+                if now is not None and now[0] == dev and now[1] == ino:
+                    current.add(key)  # the very inode at its path: current for every process
+                    self.known.add(key)
+                continue
+            if clean not in seen:
+                seen.add(clean)
+                out.append({"path": clean, "kind": "exe" if clean == exe_path else "lib", "why": why})
+        if ("py" in exe_path or "perl" in exe_path or "ruby" in exe_path) and _interpreter(exe_path):
+            script = script_of(proc.cmdline or [])
+            if script and not self.ignored(script):
+                now = lookup(script)
+                when = started()
+                if now is not None and when is not None and now[2] > when:
+                    out.append({"path": script, "kind": "script", "why": "changed"})
         return out
-    exe_path = exe[: -len(DELETED)] if exe.endswith(DELETED) else exe
-    started = None
-    for dev, ino, path in parse_maps(proc.maps):
-        if ignored(path):
-            continue
-        if started is None:
-            started = snap.started_at(proc)
-        why, clean = judge(path, dev, ino, lookup, started)
-        if why is None:
-            continue
-        kind = "exe" if clean == exe_path else "lib"
-        out.append({"path": clean, "kind": kind, "why": why})
-    if _interpreter(exe_path):
-        script = script_of(proc.cmdline or [])
-        if script and not ignored(script):
-            now = lookup(script)
-            started = snap.started_at(proc)
-            if now is not None and started is not None and now[2] > started:
-                out.append({"path": script, "kind": "script", "why": "changed"})
-    return out
 
 
 def _supervised(snap, proc):
@@ -330,8 +376,7 @@ def analyse(snap, ignore=DEFAULT_IGNORE, files=None):
     """Judge a snapshot. Reads only the snapshot's lazy fields and, through
     ``files`` (a :class:`FileLookup`), the files the processes map.
     Returns ``(findings, scanned)``."""
-    ignored = _matcher(ignore)
-    files = files if files is not None else FileLookup()
+    scanner = Scanner(ignore, files)
     stale = {}
     scanned = 0
     kthread = hostcheck_proc.PF_KTHREAD
@@ -339,16 +384,13 @@ def analyse(snap, ignore=DEFAULT_IGNORE, files=None):
     for proc in snap.procs.values():
         if proc.flags & kthread or proc._state in gone:  # pylint: disable=protected-access
             continue
-        if proc.exe is None:
-            continue
-        lookup = files.for_proc(proc)
-        if lookup is None:
-            continue
-        scanned += 1
         try:
-            found = stale_files(snap, proc, lookup, ignored)
+            found = scanner.stale(proc, lambda p=proc: snap.started_at(p))
         except LookupError:
             continue  # vanished mid-scan
+        if found is None:
+            continue
+        scanned += 1
         if found:
             stale[proc.pid] = found
     return group(snap, stale), scanned
@@ -420,10 +462,74 @@ def summary(findings):
 
 
 def diagnose(proc_root="/proc", ignore=DEFAULT_IGNORE):
-    """Snapshot + analysis (what module, state and bench use). ``(findings, snap)``."""
-    snap = hostcheck_proc.snapshot(proc_root)
-    findings, _ = analyse(snap, ignore=ignore)
-    return findings, snap
+    """Scan every process and judge it (what module, state and bench use).
+
+    The fast path of :func:`analyse`: a process's ``stat`` is read only when
+    it matters (its start time when an inode differs, and the ancestry of
+    the stale processes for their owners), so a clean process costs a
+    ``readlink`` of ``exe``, its ``maps`` and a set lookup: a process whose
+    executable mappings (device, inode and path) were all seen current
+    already, in its own root or another one, is not looked at further; all
+    others are judged in their own root as :func:`analyse` does. (The one
+    case this skips: a container mapping the host's very inode at the same
+    path while a mount inside the container hides that path; the kernel
+    still reports every deleted file there.)
+    Returns ``(findings, scanned)``.
+    """
+    scanner = Scanner(ignore)
+    known = scanner.known
+    prefix = proc_root + "/"
+    boot = hostcheck_proc.boot_time(proc_root)
+    clk = hostcheck_proc.clock_ticks()
+    stale = {}
+    scanned = 0
+    # the hot loop: every process, so the clean case is inlined (no objects)
+    _open, _read, _close, _readlink = os.open, os.read, os.close, os.readlink
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    findall = _MAPS_KEYS_RE.findall
+    for name in os.listdir(proc_root):
+        if not name.isdigit():
+            continue
+        base = prefix + name
+        try:
+            exe = _readlink(base + "/exe")  # fails for kernel threads and zombies
+            fd = _open(base + "/maps", flags)
+        except OSError:
+            continue
+        chunks = []
+        try:
+            chunk = _read(fd, 65536)
+            while chunk:
+                chunks.append(chunk)
+                chunk = _read(fd, 65536)
+        except OSError:
+            continue
+        finally:
+            _close(fd)
+        scanned += 1
+        raw = b"".join(chunks)
+        if (known.issuperset(findall(raw))
+                and not exe.endswith(DELETED)
+                and not ("py" in exe or "perl" in exe or "ruby" in exe)):
+            continue  # every executable mapping already seen current
+        proc = hostcheck_proc.Proc(int(name), base, 0, 0, 0, 0, b"S")  # stand-in: pid and lazy fields
+        proc._exe, proc._maps = exe, raw  # pylint: disable=protected-access
+
+        def started(base=base):
+            stat = hostcheck_proc.parse_stat(hostcheck_proc.read_bytes(base + "/stat"))
+            return None if stat is None or boot is None else boot + stat[6] / float(clk)
+
+        try:
+            found = scanner.stale(proc, started)
+        except LookupError:
+            continue
+        if found:
+            stale[proc.pid] = found
+    snap = hostcheck_proc.partial_snapshot(stale, proc_root)
+    for pid, proc in list(stale.items()):
+        if pid not in snap.procs:
+            del stale[pid]  # exited meanwhile
+    return group(snap, stale), scanned
 
 
 def grain_summary(snap):

@@ -493,6 +493,42 @@ def boot_time(proc_root="/proc"):
     return None
 
 
+def clock_ticks():
+    """``SC_CLK_TCK``: the unit of the start times in ``stat``."""
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError):
+        return 100
+
+
+def _self_pid(proc_root):
+    try:
+        link = os.readlink(proc_root + "/self")
+    except OSError:
+        return None
+    return int(link) if link.isdigit() else None
+
+
+def partial_snapshot(pids, proc_root="/proc"):
+    """A :class:`Snapshot` of only ``pids``, their ancestors and this process's
+    ancestry: what a check needs to name the owners of a few processes
+    without reading the ``stat`` of every process. Vanished ones are left out."""
+    procs = {}
+    prefix = proc_root + "/"
+    self_pid = _self_pid(proc_root)
+    for pid in list(pids) + ([self_pid] if self_pid else []):
+        while pid > 0 and pid not in procs:
+            base = prefix + str(pid)
+            raw = _read_small(base + "/stat")
+            proc = Proc.from_stat(pid, base, raw) if raw else None
+            if proc is None:
+                break
+            procs[pid] = proc
+            pid = proc.ppid
+    return Snapshot(procs, proc_root=proc_root, boot_time=boot_time(proc_root),
+                    clk_tck=clock_ticks(), self_pid=self_pid)
+
+
 def snapshot(proc_root="/proc", load=False):
     """Take a snapshot of every process under ``proc_root``.
 
@@ -528,19 +564,8 @@ def snapshot(proc_root="/proc", load=False):
         proc = from_stat(pid, base, raw)
         if proc is not None:  # garbage is skipped like a vanished process
             procs[pid] = proc
-    self_pid = None
-    try:
-        self_link = os.readlink(prefix + "self")
-        if self_link.isdigit():
-            self_pid = int(self_link)
-    except OSError:
-        pass
-    try:
-        clk = os.sysconf("SC_CLK_TCK")
-    except (ValueError, OSError):
-        clk = 100
     snap = Snapshot(procs, proc_root=proc_root, boot_time=boot_time(proc_root),
-                    clk_tck=clk, self_pid=self_pid)
+                    clk_tck=clock_ticks(), self_pid=_self_pid(proc_root))
     if load:
         snap.load_all()
     return snap

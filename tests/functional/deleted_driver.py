@@ -56,12 +56,12 @@ def main():
     os.unlink("/mnt/hc/bin/old-daemon")
     os.unlink("/mnt/hc/lib/libhc-old.so")
 
-    findings, snap = hostcheck_deleted.diagnose()
+    findings, scanned = hostcheck_deleted.diagnose()
     report = {
         "pids": {"daemon": daemon.pid, "preload": preload.pid, "memfd": memfd.pid, "healthy": healthy.pid},
         "memfd_maps": [l for l in open("/proc/{}/maps".format(memfd.pid)) if "memfd:" in l],
         "findings": findings,
-        "processes": len(snap.procs),
+        "processes": scanned,
     }
     os.makedirs(os.path.join(WORK, "conf"))
     pidns_driver.write(os.path.join(WORK, "conf", "minion"), "file_client: local\nroot_dir: {w}\ncachedir: {w}/cache\n"

@@ -39,8 +39,8 @@ class FakeFiles:
         self.roots = roots or {}
 
     def for_proc(self, proc):
-        files = self.tree[self.roots.get(proc.pid, "host")]
-        return files.get
+        root = self.roots.get(proc.pid, "host")
+        return root, self.tree[root].get
 
 
 def test_parse_maps_executable_file_mappings_only():
