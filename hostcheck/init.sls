@@ -3,3 +3,4 @@
 # SLS so it can be included on its own; pillar keys are in pillar.example.
 include:
   - hostcheck.orphans
+  - hostcheck.timezone

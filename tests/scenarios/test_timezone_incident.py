@@ -131,12 +131,17 @@ def test_stale_cron_when_files_already_agree(systemd_container):
     diag = c.salt_call("hostcheck.timezone")
     assert diag["consistent"] is True and diag["zone"] == "Europe/Paris"
     assert [d["pid"] for d in diag["stale"]] == [cron]
-    st = _pin(c, "Europe/Paris")
+    # through the formula (hostcheck/timezone.sls, pillar hostcheck:timezone:pin)
+    pillar = 'pillar={"hostcheck": {"timezone": {"pin": {"zone": "Europe/Paris"}}}}'
+    ret = c.salt_call("state.apply", "hostcheck.timezone", pillar)
+    st = _state(ret)
+    assert st["__id__"] == "hostcheck-timezone-pinned"
     assert st["result"] is True, st
     assert "files" not in st["changes"]
     assert [r["unit"] for r in st["changes"]["restarted"]] == ["cron.service"]
     assert c.main_pid("cron.service") != cron
-    assert _pin(c, "Europe/Paris")["changes"] == {}
+    assert _state(c.salt_call("state.apply", "hostcheck.timezone", pillar))["changes"] == {}
+    assert c.salt_call("state.show_sls", "hostcheck.timezone") == {}  # no zone in pillar: nothing
 
 
 def test_bad_zones_touch_nothing(systemd_container):
