@@ -436,15 +436,17 @@ def group(snap, stale):
 
 def _summary(g):
     n = len(g["pids"])
-    kinds = sorted({"{} {}".format(f["why"], f["kind"]) for f in g["files"]})
-    what = "{} process{} ({}) run old code: {}".format(
-        n, "" if n == 1 else "es", ", ".join(g["programs"]) or "?", ", ".join(kinds))
+    files = g["files"]
+    what = "{} process{} ({}) run{} {}".format(
+        n, "" if n == 1 else "es", ", ".join(g["programs"]) or "?", "s" if n == 1 else "",
+        "; ".join("{} {} {}".format(f["why"], f["kind"], f["path"]) for f in files[:2])
+        + (" and {} more".format(len(files) - 2) if len(files) > 2 else ""))
     owner = g["owner"]
     action = g["action"]
     if action["type"] == "restart-unit":
-        return "{} runs old code ({}); fix: systemctl restart {}".format(owner["name"], what, owner["name"])
+        return "{}: {}; fix: systemctl restart {}".format(owner["name"], what, owner["name"])
     if action["type"] == "daemon-reexec":
-        return "PID 1 runs old code ({}); fix: systemctl daemon-reexec".format(what)
+        return "PID 1: {}; fix: systemctl daemon-reexec".format(what)
     if action["type"] == "supervisorctl":
         return "supervisor program {}: {}; fix: supervisorctl restart {}".format(owner["name"], what, owner["name"])
     if action["type"] == "self-restart":
