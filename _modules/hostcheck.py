@@ -156,8 +156,10 @@ def deleted_binaries(ignore=None, packages=False):
         replacing the defaults. Defaults to
         ``hostcheck:deleted_binaries:ignore`` from config or pillar.
     packages
-        Also name the package owning each stale file (one batched
-        ``dpkg-query -S`` or ``rpm -qf``). Off by default.
+        Also name the package owning each stale file (``package``, ``None``
+        when no package owns it), from one batched ``dpkg-query -S`` or
+        ``rpm -qf`` call. Without either tool, or when the call fails, a
+        line in ``notes`` says so. Off by default.
 
     Returns ``{"stale": N processes, "units": [...], "findings": [...],
     "processes": N, "notes": [...]}``.
@@ -180,9 +182,11 @@ def deleted_binaries(ignore=None, packages=False):
     if os.geteuid() != 0:
         notes.append("not running as root: other users' processes cannot be read, so their old code is missed")
     if packages:
-        owners = hostcheck_deleted.owning_packages(
+        owners, note = hostcheck_deleted.owning_packages(
             [f["path"] for g in findings for f in g["files"]]
         )
+        if note:
+            notes.append(note)
         for g in findings:
             for f in g["files"]:
                 f["package"] = owners.get(f["path"])

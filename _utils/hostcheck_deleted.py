@@ -572,36 +572,76 @@ def grain_summary(snap):
 # packages (optional, batched)
 
 
-def owning_packages(paths, run=subprocess.run):
-    """``{path: package}`` for the stale files, in one package-manager call."""
+#: Top-level directories that merged-/usr hosts alias into /usr: dpkg's
+#: database may list a file under either name (bookworm's systemd ships
+#: /lib/systemd/..., while the process maps /usr/lib/systemd/...).
+_MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def _aliases(path):
+    parts = path.split("/", 3)
+    if len(parts) > 2 and parts[1] == "usr" and parts[2] in _MERGED_USR:
+        return [path, path[len("/usr"):]]
+    if len(parts) > 2 and parts[1] in _MERGED_USR:
+        return [path, "/usr" + path]
+    return [path]
+
+
+def owning_packages(paths, run=subprocess.run, which=None):
+    """``({path: package}, note)`` for the stale files, in ONE package-manager
+    call (``dpkg-query -S`` or ``rpm -qf``, whichever is on ``PATH``).
+
+    A path no package owns is left out. ``note`` is ``None``, or one line
+    saying why some or all owners are unknown (no package manager, the call
+    failed or timed out); nothing raises. With dpkg each path is also asked
+    under its merged-``/usr`` alias (``/usr/lib/x`` and ``/lib/x``) in the
+    same call, since the database may list either.
+    """
     paths = sorted(set(paths))
     if not paths:
-        return {}
-    if shutil.which("dpkg-query"):
-        cmd = ["dpkg-query", "-S", "--"] + paths
-    elif shutil.which("rpm"):
+        return {}, None
+    which = which or shutil.which
+    if which("dpkg-query"):
+        query = sorted({a for p in paths for a in _aliases(p)})
+        cmd = ["dpkg-query", "-S", "--"] + query
+    elif which("rpm"):
         cmd = ["rpm", "-qf", "--queryformat", "%{NAME}\n", "--"] + paths
     else:
-        return {}
+        return {}, "packages: neither dpkg-query nor rpm is on PATH, owning packages not looked up"
     try:
         proc = run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                    timeout=60, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    except subprocess.TimeoutExpired:
+        return {}, "packages: {} timed out after 60 s, owning packages not looked up".format(cmd[0])
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {}, "packages: {} failed ({}), owning packages not looked up".format(cmd[0], exc)
     text = proc.stdout.decode("utf-8", "replace")
     out = {}
     if cmd[0] == "dpkg-query":
+        found = {}
         for line in text.splitlines():
+            if line.startswith("diversion by "):
+                continue  # "diversion by P from: X" / "... to: Y": not an owner
             pkgs, sep, path = line.partition(": ")
-            if sep and path in paths:
-                out[path] = pkgs.split(",")[0].split(":")[0].strip()
+            if sep:
+                found[path] = pkgs.split(",")[0].split(":")[0].strip()
+        for p in paths:
+            for a in _aliases(p):
+                if a in found:
+                    out[p] = found[a]
+                    break
+        # dpkg-query exits 1 when some path is owned by no package: not an error
+        if proc.returncode not in (0, 1):
+            return out, "packages: dpkg-query -S exited {}".format(proc.returncode)
     else:
         lines = text.splitlines()
-        if len(lines) == len(paths):
-            for path, pkg in zip(paths, lines):
-                if " " not in pkg:
-                    out[path] = pkg
-    return out
+        if len(lines) != len(paths):
+            return {}, "packages: rpm -qf gave {} lines for {} paths, owners not matched".format(
+                len(lines), len(paths))
+        for path, pkg in zip(paths, lines):
+            if " " not in pkg:
+                out[path] = pkg
+    return out, None
 
 
 # --------------------------------------------------------------------------

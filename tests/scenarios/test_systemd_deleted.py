@@ -73,3 +73,29 @@ def test_upgrade_leaves_old_binaries_running_until_services_current(systemd_cont
     assert state["result"] is True and state["changes"] == {}, state
     assert "Refused dbus.service" in state["comment"]
     assert [f["owner"]["name"] for f in c.salt_call("hostcheck.deleted_binaries")["findings"]] == ["dbus.service"]
+
+
+def test_packages_true_names_real_owners_in_one_dpkg_query_call(systemd_container):
+    """packages=True against the container's real dpkg database: the stale
+    files of logind, cron and dbus-daemon are owned by systemd, cron and
+    dbus-daemon (bookworm's dpkg lists logind as /lib/systemd/..., the
+    process maps /usr/lib/systemd/...: the merged-/usr alias is asked in the
+    same call), and dpkg-query runs exactly once (a logging wrapper first on
+    PATH counts the calls)."""
+    c = systemd_container
+    c.write_file("/usr/local/bin/dpkg-query",
+                 '#!/bin/sh\necho "$#" >> /run/dpkg-query.calls\nexec /usr/bin/dpkg-query "$@"\n', mode=0o755)
+    for path in BINARIES.values():
+        c.run("cp -p {0} {0}.dpkg-new && mv -f {0}.dpkg-new {0}".format(path))
+    diag = c.salt_call("hostcheck.deleted_binaries", "packages=True")
+    owners = {f["owner"]["name"]: {x["path"]: x["package"] for x in f["files"]} for f in diag["findings"]}
+    assert owners == {
+        "systemd-logind.service": {"/usr/lib/systemd/systemd-logind": "systemd"},
+        "cron.service": {"/usr/sbin/cron": "cron"},
+        "dbus.service": {"/usr/bin/dbus-daemon": "dbus-daemon"},
+    }, diag
+    assert diag["notes"] == []
+    assert len(c.read_file("/run/dpkg-query.calls").split()) == 1
+    # without packages=True dpkg-query is never run
+    c.salt_call("hostcheck.deleted_binaries")
+    assert len(c.read_file("/run/dpkg-query.calls").split()) == 1

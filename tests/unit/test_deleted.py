@@ -243,8 +243,36 @@ def test_owning_packages_batched_parse(monkeypatch):
 
     monkeypatch.setattr(hd.shutil, "which", lambda name: "/usr/bin/" + name if name == "dpkg-query" else None)
     got = hd.owning_packages(["/usr/sbin/cron", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/sbin/cron"], run=run)
-    assert got == {"/usr/sbin/cron": "cron", "/usr/lib/x86_64-linux-gnu/libc.so.6": "libc6"}
+    assert got == ({"/usr/sbin/cron": "cron", "/usr/lib/x86_64-linux-gnu/libc.so.6": "libc6"}, None)
     assert len(calls) == 1
+    # merged /usr: both names asked in the same call
+    assert "/lib/x86_64-linux-gnu/libc.so.6" in calls[0] and "/sbin/cron" in calls[0]
+
+
+def test_owning_packages_merged_usr_alias_and_diversions():
+    calls = []
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, b"diversion by x from: /lib/systemd/systemd-logind\n"
+                                                   b"systemd: /lib/systemd/systemd-logind\n")
+
+    got = hd.owning_packages(["/usr/lib/systemd/systemd-logind", "/opt/x"], run=run,
+                             which=lambda name: "/usr/bin/dpkg-query" if name == "dpkg-query" else None)
+    assert got == ({"/usr/lib/systemd/systemd-logind": "systemd"}, None)
+    assert len(calls) == 1
+
+
+def test_owning_packages_without_tool_or_failing_is_a_note():
+    got, note = hd.owning_packages(["/usr/sbin/cron"], which=lambda name: None)
+    assert got == {} and "neither dpkg-query nor rpm" in note
+
+    def boom(cmd, **kw):
+        raise OSError("exec format error")
+
+    got, note = hd.owning_packages(["/usr/sbin/cron"], run=boom, which=lambda name: "/usr/bin/" + name)
+    assert got == {} and "dpkg-query failed" in note
+    assert hd.owning_packages([]) == ({}, None)
 
 
 # ---- reboot_required --------------------------------------------------------
