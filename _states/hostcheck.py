@@ -291,6 +291,11 @@ def services_current(name, only=None, exclude=None, refuse=None, ignore=None):
       (never retried, so a restart never loops into systemd's start limit;
       a unit that fails reports its state and result, e.g.
       ``failed/start-limit-hit``);
+    * systemd's start limits: a unit already in ``start-limit-hit``, or one
+      started ``StartLimitBurst`` times within ``StartLimitIntervalSec``
+      (counted from the journal: systemd does not expose the counter), is
+      refused with the reason instead of being restarted into a failed
+      state, and makes ``result: False``;
     * PID 1 (systemd): ``systemctl daemon-reexec``, never a restart;
     * supervisord programs: one ``supervisorctl restart``;
     * the minion running this job: restarted last, by a transient systemd
@@ -357,21 +362,32 @@ def services_current(name, only=None, exclude=None, refuse=None, ignore=None):
 
     findings, _ = hostcheck_deleted.diagnose(ignore=ignore)
     plan = hostcheck_deleted.plan(findings, only=only, exclude=exclude, refuse=refuse, systemd=systemd)
-    todo = plan["reexec"] or plan["units"] or plan["supervisor"] or plan["self"]
     notes = _leftovers(plan)
+    # systemd's start limits: a unit a restart would push into start-limit-hit
+    # (or already there) is refused and makes the result False; never retried
+    limited = []
+    if systemd and (plan["units"] or plan["self"]):
+        over, limit_notes = hostcheck_deleted.start_limits(plan["units"] + ([plan["self"]] if plan["self"] else []))
+        notes.extend(limit_notes)
+        for unit in sorted(over):
+            limited.append("Refused {}: {} (needs attention)".format(unit, over[unit]))
+        plan["units"] = [u for u in plan["units"] if u not in over]
+        if plan["self"] in over:
+            plan["self"] = None
+    todo = plan["reexec"] or plan["units"] or plan["supervisor"] or plan["self"]
     if not systemd:
         notes.append("systemd is not running: only supervisor programs are restarted, the rest is manual")
-    if not todo:
+    if not todo and not limited:
         ret["comment"] = "\n".join(["No service runs old code that this state may restart"] + notes)
         return ret
     if __opts__.get("test"):  # pylint: disable=undefined-variable
         ret["result"] = None
         ret["changes"] = {"would_restart": {k: plan[k] for k in ("units", "reexec", "supervisor", "self")}}
-        ret["comment"] = "\n".join(["Would restart:"] + _plan_lines(plan) + notes)
+        ret["comment"] = "\n".join(limited + ["Would restart:"] + _plan_lines(plan) + notes)
         return ret
 
     changes = {}
-    failed = []
+    failed = list(limited)
     if plan["reexec"]:
         ok, out = hostcheck_deleted.run_command(["systemctl", "daemon-reexec"])
         (changes.setdefault("reexecuted", []) if ok else failed).append("PID 1" if ok else "PID 1: " + out)
@@ -406,6 +422,7 @@ def services_current(name, only=None, exclude=None, refuse=None, ignore=None):
         failed.append("still running old code after the restart: " + ", ".join(still))
     ret["changes"] = changes
     ret["result"] = not failed
-    lines = failed + ["Restarted:"] + _plan_lines(plan)
+    done_lines = _plan_lines(plan)
+    lines = failed + (["Restarted:"] + done_lines if done_lines else [])
     ret["comment"] = "\n".join(lines + notes)
     return ret

@@ -32,10 +32,12 @@ nothing (manual). Only the file system is read here through the callables
 """
 
 import fnmatch
+import json
 import os
 import re
 import shutil
 import subprocess
+import time
 
 # Every import of a sibling _utils module must be at the top: Salt's loader
 # puts the synced utils directory on sys.path only while it loads a module.
@@ -756,6 +758,108 @@ def unit_results(units, timeout=10):
         return {}
     return {u: "{}/{}".format(p.get("ActiveState"), p.get("Result"))
             for u, p in hostcheck_systemd.parse_show(text).items()}
+
+
+#: journal MESSAGE_IDs systemd (PID 1) logs once per start attempt that
+#: counts against a unit's start limit: "Started X" and "Failed to start X".
+#: (Type=simple units log no "Starting X...", so that one is not counted.)
+SD_MESSAGE_UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
+SD_MESSAGE_UNIT_FAILED = "be02cf6855d2428ba40df7e9d022f03d"
+
+_SPAN_USEC = {
+    "us": 1, "usec": 1, "ms": 10**3, "msec": 10**3, "s": 10**6, "sec": 10**6,
+    "min": 60 * 10**6, "m": 60 * 10**6, "h": 3600 * 10**6, "hr": 3600 * 10**6,
+    "d": 86400 * 10**6, "w": 7 * 86400 * 10**6, "M": 2629800 * 10**6, "y": 31557600 * 10**6,
+}
+
+
+def parse_timespan(text):
+    """Microseconds of a ``systemctl show`` time span (``1min``, ``1min 30s``,
+    ``10s``, ``500ms``, ``0``); ``None`` for ``infinity`` or what cannot be parsed."""
+    text = (text or "").strip()
+    if text == "infinity" or not text:
+        return None
+    if text.isdigit():
+        return int(text)  # a bare number: microseconds, as the property name says
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]+)", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        return None
+    if any(u not in _SPAN_USEC for _, u in parts):
+        return None
+    return int(sum(float(n) * _SPAN_USEC[u] for n, u in parts))
+
+
+def start_limits(units, now=None, run=None):
+    """Which of ``units`` a restart now would push into ``start-limit-hit``.
+
+    systemd (252 too) does not expose a unit's start counter; it exposes
+    ``StartLimitBurst``, ``StartLimitIntervalUSec`` and ``Result``
+    (``NRestarts`` counts only automatic ``Restart=`` restarts, not manual
+    ones). So: one ``systemctl show`` for all units, then one ``journalctl``
+    counting each unit's start attempts (``Started``/``Failed to start``,
+    logged by PID 1) within its interval. A restart is one more start, so a
+    unit with ``count >= burst`` is refused, as is a unit already in
+    ``start-limit-hit``. The journal window slides while systemd's is fixed
+    from its first start, so this may refuse a restart systemd would still
+    allow, never the other way round.
+
+    Returns ``({unit: reason}, notes)``; a unit whose count cannot be read
+    (no journal) is not refused, and a note says so.
+    """
+    run = run or run_command
+    units = list(units)
+    if not units:
+        return {}, []
+    ok, text = run(["systemctl", "show", "--no-pager",
+                    "-p", "Id,ActiveState,Result,StartLimitBurst,StartLimitIntervalUSec", "--"] + units)
+    if not ok:
+        return {}, ["start limits not checked: systemctl show failed: " + text[:200]]
+    props = hostcheck_systemd.parse_show(text)
+    refused = {}
+    limited = {}
+    for unit in units:
+        p = props.get(unit, {})
+        if p.get("Result") == "start-limit-hit":
+            refused[unit] = ("already in start-limit-hit ({}): fix why it restarts, then "
+                             "systemctl reset-failed {} and restart it").format(p.get("ActiveState"), unit)
+            continue
+        try:
+            burst = int(p.get("StartLimitBurst") or 0)
+        except ValueError:
+            burst = 0
+        interval = parse_timespan(p.get("StartLimitIntervalUSec"))
+        if burst > 0 and interval:  # burst 0 or interval 0: no limit
+            limited[unit] = (burst, interval, p.get("StartLimitIntervalUSec"))
+    if not limited:
+        return refused, []
+    now = time.time() if now is None else now
+    since = int(now - max(i for _, i, _ in limited.values()) / 1e6) - 1
+    argv = ["journalctl", "--no-pager", "-q", "-b", "-o", "json", "--output-fields=UNIT,MESSAGE_ID",
+            "--since=@{}".format(since), "_PID=1",
+            "MESSAGE_ID=" + SD_MESSAGE_UNIT_STARTED, "MESSAGE_ID=" + SD_MESSAGE_UNIT_FAILED]
+    argv += ["UNIT=" + u for u in sorted(limited)]
+    ok, text = run(argv)
+    if not ok:
+        return refused, ["start limits not checked for {}: journalctl failed: {}".format(
+            ", ".join(sorted(limited)), text[:200])]
+    counts = dict.fromkeys(limited, 0)
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            unit = entry.get("UNIT")
+            when = int(entry["__REALTIME_TIMESTAMP"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if unit in limited and entry.get("MESSAGE_ID") in (SD_MESSAGE_UNIT_STARTED, SD_MESSAGE_UNIT_FAILED) \
+                and when >= now * 1e6 - limited[unit][1]:
+            counts[unit] += 1
+    for unit, (burst, _interval, shown) in sorted(limited.items()):
+        if counts[unit] >= burst:
+            refused[unit] = ("a restart now would hit its start limit: started {} time{} in the last {} "
+                             "(StartLimitBurst={}, StartLimitIntervalSec={}); not restarted, "
+                             "apply again after {}").format(
+                counts[unit], "" if counts[unit] == 1 else "s", shown, burst, shown, shown)
+    return refused, []
 
 
 def schedule_self_restart(unit, delay=10):

@@ -99,3 +99,48 @@ def test_packages_true_names_real_owners_in_one_dpkg_query_call(systemd_containe
     # without packages=True dpkg-query is never run
     c.salt_call("hostcheck.deleted_binaries")
     assert len(c.read_file("/run/dpkg-query.calls").split()) == 1
+
+
+LIMITED_UNIT = """\
+[Unit]
+StartLimitBurst=2
+StartLimitIntervalSec=60
+[Service]
+ExecStart=/usr/local/bin/limd infinity
+"""
+
+
+def test_services_current_refuses_a_unit_at_its_start_limit(systemd_container):
+    """lim.service (StartLimitBurst=2 in 60 s) is started and restarted by
+    the test, i.e. at its limit: a third start would fail it with
+    start-limit-hit. Its binary and cron's are replaced: the state restarts
+    cron, refuses lim.service with the reason (result False) and leaves it
+    running; applying again refuses it again (no loop, no failed unit)."""
+    c = systemd_container
+    c.run("cp -p /usr/bin/sleep /usr/local/bin/limd")
+    c.write_file("/etc/systemd/system/lim.service", LIMITED_UNIT)
+    c.run("systemctl daemon-reload && systemctl start lim.service && systemctl restart lim.service")
+    for path in ("/usr/local/bin/limd", "/usr/sbin/cron"):
+        c.run("cp -p {0} {0}.dpkg-new && mv -f {0}.dpkg-new {0}".format(path))
+    lim_pid, cron_pid = c.main_pid("lim.service"), c.main_pid("cron.service")
+    units = c.salt_call("hostcheck.deleted_binaries")["units"]
+    assert units == ["cron.service", "lim.service"]
+
+    state = _state(c.salt_call("state.single", "hostcheck.services_current", "name=current", "test=True"))
+    assert state["result"] is None and state["changes"]["would_restart"]["units"] == ["cron.service"], state
+    assert "Refused lim.service: a restart now would hit its start limit" in state["comment"]
+
+    for _ in range(2):
+        state = _state(c.salt_call("state.single", "hostcheck.services_current", "name=current", check=False))
+        assert state["result"] is False, state
+        assert ("Refused lim.service: a restart now would hit its start limit: started 2 times in the last 1min "
+                "(StartLimitBurst=2, StartLimitIntervalSec=1min)") in state["comment"], state
+        assert "(needs attention)" in state["comment"]
+        assert c.main_pid("lim.service") == lim_pid
+        assert c.run(["systemctl", "show", "-p", "ActiveState", "--value", "lim.service"]).stdout.strip() == "active"
+        assert c.run(["systemctl", "show", "-p", "Result", "--value", "lim.service"]).stdout.strip() == "success"
+    assert c.main_pid("cron.service") != cron_pid
+    assert _exe(c, "cron.service") == "/usr/sbin/cron"
+    # the first apply restarted cron; the second had only lim.service left
+    assert state["changes"] == {}
+    assert c.salt_call("hostcheck.deleted_binaries")["units"] == ["lim.service"]

@@ -347,3 +347,35 @@ def test_plan_only_exclude_and_no_systemd():
     assert p["reexec"] is False and p["manual"][0]["reason"] == "PID 1 is not systemd: reboot"
     assert hd.unit_names_to_check(["cron", "x*.service", "init", "jobs:worker", "a.service"]) == [
         "cron.service", "a.service"]
+
+
+def test_start_limits_from_show_and_journal():
+    import json as _json
+
+    now = 1_000_000.0
+    show = ("Id=a.service\nActiveState=active\nResult=success\nStartLimitBurst=2\nStartLimitIntervalUSec=1min\n\n"
+            "Id=b.service\nActiveState=active\nResult=success\nStartLimitBurst=5\nStartLimitIntervalUSec=10s\n\n"
+            "Id=c.service\nActiveState=failed\nResult=start-limit-hit\nStartLimitBurst=5\nStartLimitIntervalUSec=10s\n\n"
+            "Id=d.service\nActiveState=active\nResult=success\nStartLimitBurst=0\nStartLimitIntervalUSec=10s\n")
+
+    def entry(unit, ago, mid=hd.SD_MESSAGE_UNIT_STARTED):
+        return _json.dumps({"UNIT": unit, "MESSAGE_ID": mid, "__REALTIME_TIMESTAMP": str(int((now - ago) * 1e6))})
+
+    journal = "\n".join([entry("a.service", 50), entry("a.service", 5, hd.SD_MESSAGE_UNIT_FAILED),
+                         entry("b.service", 5), entry("b.service", 30)])  # b: 30 s ago is outside 10s
+    calls = []
+
+    def run(argv):
+        calls.append(argv)
+        return True, show if argv[0] == "systemctl" else journal
+
+    refused, notes = hd.start_limits(["a.service", "b.service", "c.service", "d.service"], now=now, run=run)
+    assert sorted(refused) == ["a.service", "c.service"] and notes == []
+    assert "started 2 times in the last 1min" in refused["a.service"]
+    assert "already in start-limit-hit" in refused["c.service"]
+    assert [a[0] for a in calls] == ["systemctl", "journalctl"]  # one call each
+    assert "UNIT=d.service" not in calls[1]  # no limit: not asked
+
+    refused, notes = hd.start_limits(["a.service"], now=now,
+                                     run=lambda argv: (argv[0] == "systemctl", show if argv[0] == "systemctl" else "no journal"))
+    assert refused == {} and "start limits not checked for a.service" in notes[0]
