@@ -220,7 +220,8 @@ def _stamp(st):
 
 
 def _read_text(path, limit=65536):
-    """``(text, mtime)`` of a small text file, ``(None, None)`` if missing."""
+    """``(text, stamp)`` of a small text file; ``(None, None)`` if missing,
+    ``(OSError, None)`` if unreadable."""
     try:
         with open(path, "rb") as fp:
             st = os.fstat(fp.fileno())
@@ -544,6 +545,12 @@ def daemon_processes(snap, daemons, boot=None):
     return out
 
 
+def is_main(d, units):
+    """False for a process inside a known unit that is not the unit's main
+    process (a cron job's child re-parented after a restart, say)."""
+    return not units or d["unit"] not in units or units[d["unit"]].get("MainPID") in (0, d["pid"])
+
+
 def stale_daemons(running, changed_at, skew=CLOCK_SKEW, units=None):
     """The daemons in ``running`` that started more than ``skew`` seconds before
     ``changed_at``. With ``units`` (``{unit: {MainPID...}}``), a process inside
@@ -554,7 +561,7 @@ def stale_daemons(running, changed_at, skew=CLOCK_SKEW, units=None):
     for d in running:
         if d["started_at"] is None or d["started_at"] >= changed_at - skew:
             continue
-        if units and d["unit"] in units and units[d["unit"]].get("MainPID") not in (0, d["pid"]):
+        if not is_main(d, units):
             continue
         out.append(d)
     return out
@@ -885,9 +892,7 @@ def pin(zone, copy=False, daemons=None, test=False, timeout=30, etc_root="/etc",
     before = look()
     plans = plan_files(zone, etc_root, zoneinfo_dir, copy=copy)
     # after a write every running time-caching daemon holds the old zone
-    targets = before.running if plans else before.stale
-    if plans and before.units:
-        targets = [d for d in targets if stale_daemons([d], float("inf"), units=before.units)]
+    targets = [d for d in before.running if is_main(d, before.units)] if plans else before.stale
     by_unit, manual = _restartable(targets, before.units)
     pid1 = before.sources.get("pid1")
     pid1_conflict = bool(pid1 and not pid1.get("follows_localtime") and pid1.get("zone") != zone)

@@ -19,7 +19,6 @@ container, so the comparison in the README stays true or this test fails.
 """
 import json
 import shlex
-import time
 
 import pytest
 
