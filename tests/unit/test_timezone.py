@@ -1,4 +1,5 @@
 """hostcheck.timezone on fake /etc, zoneinfo and /proc trees (no host file is read or written)."""
+import itertools
 import os
 import stat
 import time
@@ -383,3 +384,27 @@ def test_timedatectl_is_a_witness_not_a_source(root, monkeypatch):
     assert any("systemd-timedated keeps the zone" in n for n in a.notes)
     monkeypatch.setattr(tz, "timedatectl_zone", lambda *a: "PRC")
     assert analysis(root).notes == []
+
+
+def test_pin_reports_a_daemon_that_survives_its_restart(root, monkeypatch):
+    """The incident's 'service cron stop did not even stop the old cron'."""
+    (root.etc / "debian_version").write_text("12.0\n")
+    (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Europe/Paris")
+    (root.etc / "timezone").write_text("Europe/Paris\n")
+    srcs = sources(root)
+    old_cron = daemon(31, srcs.changed_at - 3600)
+    units = {"cron.service": {"MainPID": 31}}
+    results = itertools.repeat(tz.analyse(srcs, [old_cron], units=units))
+    monkeypatch.setattr(tz, "diagnose", lambda *a, **k: next(results))
+    restarted = []
+    monkeypatch.setattr(tz, "restart_units", lambda u, timeout: restarted.extend(u) or {x: None for x in u})
+    monkeypatch.setattr(tz, "wait_gone", lambda ids, timeout, proc_root: list(ids))  # nothing died
+
+    result, changes, comment = tz.pin("Europe/Paris", test=True, run_root=str(root.run), **root.kw)
+    assert result is None and changes == {"restart": [{"unit": "cron.service", "program": "cron", "pid": 31}]}
+    assert restarted == []
+    result, changes, comment = tz.pin("Europe/Paris", timeout=1, run_root=str(root.run), **root.kw)
+    assert restarted == ["cron.service"]
+    assert result is False
+    assert "cron PID 31 survived its restart" in comment
+    assert changes["restarted"] == [{"unit": "cron.service", "program": "cron", "old_pid": 31, "new_pid": 31}]
