@@ -217,3 +217,18 @@ def test_salt_timezone_module_beside_hostcheck(systemd_container):
     assert stale["cron"] == cron  # hostcheck still sees the stale cron
     # (and the systemd-timedated that Salt's own timedatectl calls started before its write)
     assert set(stale) <= {"cron", "systemd-timedated"}, stale
+
+
+def test_cron_that_survives_its_restart_is_reported(systemd_container):
+    """The incident host: stopping cron did not stop the old cron (here: KillMode=none)."""
+    c = systemd_container
+    c.sync()
+    c.write_file("/etc/systemd/system/cron.service.d/keep.conf", "[Service]\nKillMode=none\n")
+    c.run(["systemctl", "daemon-reload"])
+    cron = c.main_pid("cron.service")
+    c.run("ln -sf ../usr/share/zoneinfo/Europe/Paris /etc/localtime && echo Europe/Paris > /etc/timezone")
+    st = _pin(c, "Europe/Paris", "timeout=3")
+    assert st["result"] is False, st
+    assert "cron PID {} survived its restart".format(cron) in st["comment"], st
+    c.run(["kill", "-0", str(cron)])  # still there: reported, not ignored
+    assert not _pin(c, "Europe/Paris", "timeout=3")["result"]  # and again on the next run
