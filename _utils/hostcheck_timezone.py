@@ -155,7 +155,7 @@ def zone_from_link(target):
 
 def canonical_zones(zoneinfo_dir=ZONEINFO):
     """Zone names listed in ``zone1970.tab`` / ``zone.tab`` (canonical, not aliases)."""
-    names = []
+    names = {}  # ordered set
     for tab in ("zone1970.tab", "zone.tab"):
         raw = hostcheck_proc.read_bytes(os.path.join(zoneinfo_dir, tab))
         if not raw:
@@ -163,13 +163,12 @@ def canonical_zones(zoneinfo_dir=ZONEINFO):
         for line in raw.decode("utf-8", "replace").splitlines():
             if line.startswith("#"):
                 continue
-            fields = line.split("\t")
-            if len(fields) >= 3 and fields[2] not in names:
-                names.append(fields[2])
+            fields = line.split("\t", 3)
+            if len(fields) >= 3:
+                names.setdefault(fields[2], None)
     for extra in ("Etc/UTC", "UTC"):
-        if extra not in names:
-            names.append(extra)
-    return names
+        names.setdefault(extra, None)
+    return list(names)
 
 
 def all_zones(zoneinfo_dir=ZONEINFO):
