@@ -12,6 +12,7 @@ import os
 
 import hostcheck_deleted
 import hostcheck_orphans
+import hostcheck_supervisor
 import hostcheck_systemd
 import hostcheck_timezone
 
@@ -297,7 +298,12 @@ def services_current(name, only=None, exclude=None, refuse=None, ignore=None):
       refused with the reason instead of being restarted into a failed
       state, and makes ``result: False``;
     * PID 1 (systemd): ``systemctl daemon-reexec``, never a restart;
-    * supervisord programs: one ``supervisorctl restart``;
+    * supervisord programs: restarted (stop, then start, as ``supervisorctl
+      restart``) through the supervisord that started them, with the stdlib
+      XML-RPC client at the ``SUPERVISOR_SERVER_URL`` it gave them (a unix
+      socket owned by that supervisord's user, or loopback HTTP); without
+      that URL, ``supervisorctl restart`` on ``PATH``. Nothing found through
+      a process is executed;
     * the minion running this job: restarted last, by a transient systemd
       timer that fires after the job has returned its result;
     * units on the refuse list (dbus, dbus-broker, getty, serial-getty,
@@ -400,11 +406,11 @@ def services_current(name, only=None, exclude=None, refuse=None, ignore=None):
             failed.append("systemctl restart failed ({}): {}".format(
                 out, ", ".join("{} {}".format(u, st) for u, st in sorted(states.items()))))
     if plan["supervisor"]:
-        ok, out = hostcheck_deleted.run_command(["supervisorctl", "restart"] + plan["supervisor"])
-        if ok:
-            changes["supervisor_restarted"] = plan["supervisor"]
-        else:
-            failed.append("supervisorctl restart failed: " + out)
+        restarted, errors, methods = hostcheck_supervisor.restart_all(plan["supervisor"], plan["supervisor_via"])
+        if restarted:
+            changes["supervisor_restarted"] = restarted
+        notes.extend("supervisor program " + m for m in methods)
+        failed.extend("supervisor restart failed: " + e for e in errors)
     if plan["self"]:
         ok, out = hostcheck_deleted.schedule_self_restart(plan["self"])
         if ok:

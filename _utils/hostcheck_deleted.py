@@ -86,6 +86,13 @@ DEFAULT_REFUSE = (
     "systemd-nspawn@*.service",
 )
 
+#: Seconds a script's change time must exceed the process's start to count
+#: as changed: the start time is computed from /proc/stat's ``btime``, which
+#: is truncated to whole seconds, so it can be up to ~1 s early; without the
+#: slack a daemon restarted right after its script was replaced (a package
+#: postinst) would be reported as still running old code.
+START_SLACK = 1.0
+
 #: Interpreters whose main script is checked for changes.
 SCRIPT_INTERPRETERS = ("python", "perl", "ruby")
 
@@ -318,13 +325,16 @@ class Scanner:
             if script and not self.ignored(script):
                 now = lookup(script)
                 when = started()
-                if now is not None and when is not None and now[2] > when:
+                if now is not None and when is not None and now[2] > when + START_SLACK:
                     out.append({"path": script, "kind": "script", "why": "changed"})
         return out
 
 
 def _supervised(snap, proc):
-    """``group:program`` when a live supervisord above ``proc`` started it."""
+    """``(group:program, {"url", "uid"})`` when a live supervisord above
+    ``proc`` started it, else ``None``. The URL is the
+    ``SUPERVISOR_SERVER_URL`` supervisord gave the program; ``uid`` is that
+    supervisord's user (the owner its socket must have)."""
     prov = proc.provenance()
     name = prov.get("SUPERVISOR_PROCESS_NAME")
     if not name:
@@ -333,7 +343,12 @@ def _supervised(snap, proc):
         parent = snap.procs.get(pid)
         argv = (parent.cmdline or []) if parent is not None else []
         if any(os.path.basename(a) == "supervisord" for a in argv[:2]):
-            return "{}:{}".format(prov.get("SUPERVISOR_GROUP_NAME") or name, name)
+            try:
+                uid = os.stat(parent._base).st_uid if parent._base else None  # pylint: disable=protected-access
+            except OSError:
+                uid = None
+            server = {"url": prov.get("SUPERVISOR_SERVER_URL"), "uid": uid}
+            return "{}:{}".format(prov.get("SUPERVISOR_GROUP_NAME") or name, name), server
     return None
 
 
@@ -348,10 +363,11 @@ def owner_of(snap, proc, minion):
         action = {"type": "self-restart", "unit": unit} if unit and unit.endswith(".service") else {
             "type": "manual", "reason": "the minion running this job is not a systemd service"}
         return ("minion",), {"kind": "minion", "name": unit or "salt-minion"}, action
-    program = _supervised(snap, proc)
-    if program:
+    supervised = _supervised(snap, proc)
+    if supervised:
+        program, server = supervised
         return (("supervisor", program), {"kind": "supervisor", "name": program},
-                {"type": "supervisorctl", "program": program})
+                {"type": "supervisorctl", "program": program, "server": server["url"], "uid": server["uid"]})
     if unit and unit.endswith(".service") and not unit.startswith("user@"):
         return ("unit", unit), {"kind": "unit", "name": unit}, {"type": "restart-unit", "unit": unit}
     if unit:
@@ -709,7 +725,7 @@ def plan(findings, only=None, exclude=None, refuse=DEFAULT_REFUSE, systemd=True)
     "skipped": N}``.
     """
     out = {"units": [], "reexec": False, "supervisor": [], "self": None,
-           "refused": [], "manual": [], "skipped": 0}
+           "refused": [], "manual": [], "skipped": 0, "supervisor_via": {}}
     for f in findings:
         if (only and not _matches(f, only)) or (exclude and _matches(f, exclude)):
             out["skipped"] += 1
@@ -729,6 +745,8 @@ def plan(findings, only=None, exclude=None, refuse=DEFAULT_REFUSE, systemd=True)
                 out["manual"].append({"name": "PID 1", "reason": "PID 1 is not systemd: reboot", "pids": f["pids"]})
         elif kind == "supervisorctl":
             out["supervisor"].append(name)
+            if action.get("server"):
+                out["supervisor_via"][name] = {"url": action["server"], "uid": action.get("uid")}
         elif kind == "self-restart":
             out["self"] = action["unit"]
         else:

@@ -199,12 +199,16 @@ def test_real_file_named_deleted_in_fake_tree(fakeproc, tmp_path):
 
 def test_interpreted_daemon_script_changed_after_start():
     started = _started()
-    lookup = {"/usr/bin/salt-minion": (SDA, 1, started + 60), "/usr/bin/old-tool": (SDA, 2, started - 60)}
+    # /usr/bin/just-restarted: replaced, then its daemon restarted at once; the
+    # start time (from btime, whole seconds) can read up to ~1 s early
+    lookup = {"/usr/bin/salt-minion": (SDA, 1, started + 60), "/usr/bin/old-tool": (SDA, 2, started - 60),
+              "/usr/bin/just-restarted": (SDA, 3, started + 0.6)}
     procs = [
         P(1, 0, exe="/sbin/init", maps=""),
         P(10, 1, exe="/usr/bin/python3.11", cmdline=["/usr/bin/python3", "-u", "/usr/bin/salt-minion"],
           cgroup="/system.slice/salt-minion.service", maps=""),
         P(11, 1, exe="/usr/bin/python3.11", cmdline=["/usr/bin/python3", "/usr/bin/old-tool"], maps=""),
+        P(13, 1, exe="/usr/bin/python3.11", cmdline=["/usr/bin/python3", "/usr/bin/just-restarted"], maps=""),
         P(12, 1, exe="/usr/bin/python3.11", cmdline=["python3", "-m", "http.server"], maps=""),
     ]
     findings, _ = hd.analyse(hp.Snapshot.from_procs(procs), files=FakeFiles({"host": lookup}))
@@ -379,3 +383,19 @@ def test_start_limits_from_show_and_journal():
     refused, notes = hd.start_limits(["a.service"], now=now,
                                      run=lambda argv: (argv[0] == "systemctl", show if argv[0] == "systemctl" else "no journal"))
     assert refused == {} and "start limits not checked for a.service" in notes[0]
+
+
+def test_supervisor_proxy_checks_where_it_connects(tmp_path):
+    import hostcheck_supervisor as hs  # noqa: PLC0415
+
+    assert hs.proxy("http://10.0.0.5:9001")[1] == "http://10.0.0.5:9001 is not on loopback"
+    assert hs.proxy("http://127.0.0.1:9001")[0] is not None
+    sock = tmp_path / "s.sock"
+    sock.write_text("")
+    server, why = hs.proxy("unix://" + str(sock), owner_uid=os.stat(sock).st_uid + 1)
+    assert server is None and "is owned by uid" in why
+    assert hs.proxy("unix://" + str(sock), owner_uid=os.stat(sock).st_uid)[0] is not None
+    assert "No such file" in hs.proxy("unix:///nonexistent/s.sock")[1]
+    assert hs.proxy("ftp://x")[0] is None
+    ok, msg = hs.restart(hs.proxy("unix://" + str(sock))[0], "a:b")
+    assert ok is False and msg.startswith("a:b: ")  # a regular file is no socket: an error, not an exception
