@@ -268,7 +268,7 @@ def _plan_lines(plan):
     for unit in plan["units"]:
         lines.append("  {}: systemctl restart".format(unit))
     for prog in plan["supervisor"]:
-        lines.append("  {}: supervisorctl restart".format(prog))
+        lines.append("  {}: restart through its supervisord".format(prog))
     if plan["self"]:
         lines.append("  {}: restarted last, after this job returned".format(plan["self"]))
     return lines
