@@ -20,7 +20,7 @@ import xmlrpc.client
 import pidns_driver  # same argv: REPO WORK SALT_CALL
 
 REPO, WORK = pidns_driver.REPO, pidns_driver.WORK
-VENV_BIN = os.path.dirname(pidns_driver.SALT_CALL)
+VENV_BIN = os.path.dirname(sys.executable)  # supervisord from the test virtualenv, whatever Salt runs the state
 SOCK = "/mnt/hc/supervisor.sock"
 BIN = "/mnt/hc/bin/svc-daemon"
 

@@ -19,11 +19,19 @@ from beds.common import require_root_scenario  # noqa: E402
 pytestmark = [pytest.mark.root]
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
+COMPAT = os.path.join(REPO, ".venv-compat")
+# this venv (Salt 3008) and the Python 3.10 Salt 3006/3007 venvs of scripts/bootstrap-compat
+SALTS = ["main"] + sorted(os.listdir(COMPAT) if os.path.isdir(COMPAT) else [])
+
+
+@pytest.fixture(scope="module", params=SALTS)
+def report(request, tmp_path_factory):
     require_root_scenario(tools=["unshare", "mount"])
     work = tmp_path_factory.mktemp("supervisor-deleted")
-    salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    if request.param == "main":
+        salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    else:
+        salt_call = os.path.join(COMPAT, request.param, "bin", "salt-call")
     if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "supervisord")):
         pytest.fail("supervisord is missing from the virtualenv (run scripts/bootstrap)")
     proc = subprocess.run(
