@@ -63,14 +63,7 @@ def main():
         "findings": findings,
         "processes": scanned,
     }
-    os.makedirs(os.path.join(WORK, "conf"))
-    pidns_driver.write(os.path.join(WORK, "conf", "minion"), "file_client: local\nroot_dir: {w}\ncachedir: {w}/cache\n"
-                       "pki_dir: {w}/pki\nsock_dir: {w}/sock\nlog_file: {w}/minion.log\n"
-                       "file_roots:\n  base: [{w}/file_root]\n".format(w=WORK))
-    os.makedirs(os.path.join(WORK, "file_root"))
-    for name in ("_modules", "_states", "_grains", "_utils"):
-        os.symlink(os.path.join(REPO, name), os.path.join(WORK, "file_root", name))
-    pidns_driver.salt_call("saltutil.sync_all")
+    pidns_driver.setup_minion()
     report["salt"] = pidns_driver.salt_call("hostcheck.deleted_binaries")
     report["state"] = pidns_driver.salt_call("state.single", "hostcheck.services_current", "name=current")
     report["alive_after_state"] = {k: pidns_driver.alive(p) for k, p in report["pids"].items()}

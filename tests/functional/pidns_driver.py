@@ -33,6 +33,27 @@ WORKER = textwrap.dedent("""\
 """)
 
 
+def setup_minion(extra=""):
+    """A masterless minion config under WORK serving the repository through
+    file_roots (the salt:// route), then ``saltutil.sync_all``; returns what
+    was synced. ``extra`` is appended to the minion config."""
+    os.makedirs(os.path.join(WORK, "conf"), exist_ok=True)
+    write(os.path.join(WORK, "conf", "minion"), textwrap.dedent("""\
+        file_client: local
+        root_dir: {w}
+        cachedir: {w}/cache
+        pki_dir: {w}/pki
+        sock_dir: {w}/sock
+        log_file: {w}/minion.log
+        file_roots:
+          base: [{w}/file_root]
+        """).format(w=WORK) + extra)
+    os.makedirs(os.path.join(WORK, "file_root"), exist_ok=True)
+    for name in ("_modules", "_states", "_grains", "_utils"):
+        os.symlink(os.path.join(REPO, name), os.path.join(WORK, "file_root", name))
+    return salt_call("saltutil.sync_all")
+
+
 def write(path, text):
     with open(path, "w") as fh:
         fh.write(text)
@@ -58,26 +79,12 @@ def alive(pid):
 
 def main():
     assert os.getpid() == 1, "must be PID 1 of its namespace"
-    os.makedirs(os.path.join(WORK, "conf"), exist_ok=True)
-    write(os.path.join(WORK, "conf", "minion"), textwrap.dedent("""\
-        file_client: local
-        root_dir: {w}
-        cachedir: {w}/cache
-        pki_dir: {w}/pki
-        sock_dir: {w}/sock
-        log_file: {w}/minion.log
-        file_roots:
-          base: [{w}/file_root]
+    synced = setup_minion(textwrap.dedent("""\
         hostcheck:
           orphans:
             daemons:
-              worker: {{}}
-        """).format(w=WORK, r=REPO))
-    # the salt:// route: the repository's Salt dirs served from file_roots
-    os.makedirs(os.path.join(WORK, "file_root"), exist_ok=True)
-    for name in ("_modules", "_states", "_grains", "_utils"):
-        os.symlink(os.path.join(REPO, name), os.path.join(WORK, "file_root", name))
-    synced = salt_call("saltutil.sync_all")
+              worker: {}
+        """))
     bindir = os.path.join(WORK, "bin")
     os.makedirs(bindir, exist_ok=True)
     supd = write(os.path.join(bindir, "supervisord"), SUPERVISORD)

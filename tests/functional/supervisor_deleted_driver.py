@@ -84,14 +84,7 @@ def main():
     shutil.copy2("/bin/sleep", BIN + ".new")
     os.rename(BIN + ".new", BIN)
 
-    os.makedirs(os.path.join(WORK, "conf"))
-    pidns_driver.write(os.path.join(WORK, "conf", "minion"), "file_client: local\nroot_dir: {w}\ncachedir: {w}/cache\n"
-                       "pki_dir: {w}/pki\nsock_dir: {w}/sock\nlog_file: {w}/minion.log\n"
-                       "file_roots:\n  base: [{w}/file_root]\n".format(w=WORK))
-    os.makedirs(os.path.join(WORK, "file_root"))
-    for name in ("_modules", "_states", "_grains", "_utils"):
-        os.symlink(os.path.join(REPO, name), os.path.join(WORK, "file_root", name))
-    pidns_driver.salt_call("saltutil.sync_all")
+    pidns_driver.setup_minion()
     report = {"supervisord": supervisord.pid, "before": before,
               "exe_before": os.readlink("/proc/{}/exe".format(before))}
     report["diagnosis"] = pidns_driver.salt_call("hostcheck.deleted_binaries")

@@ -1,34 +1,22 @@
 """hostcheck.deleted_binaries on real processes inside a private PID namespace:
 a deleted binary and a deleted preloaded library are found, a memfd
 executable mapping is not; without systemd the state restarts nothing."""
-import json
 import os
-import subprocess
 import sys
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
-from beds.common import require_root_scenario  # noqa: E402
+from beds.pidns import run_driver  # noqa: E402
 
 pytestmark = [pytest.mark.root]
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    require_root_scenario(tools=["unshare", "mount"])
-    work = tmp_path_factory.mktemp("deleted")
-    salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
-    proc = subprocess.run(
-        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
-         sys.executable, os.path.join(HERE, "deleted_driver.py"), REPO, str(work), salt_call],
-        capture_output=True, text=True, timeout=300,
-    )
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("REPORT ")]
-    assert lines, "driver failed:\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(lines[-1][len("REPORT "):])
+    return run_driver(os.path.join(HERE, "deleted_driver.py"), tmp_path_factory.mktemp("deleted"),
+                      tools=("unshare", "mount"))
 
 
 def _by_pid(findings):

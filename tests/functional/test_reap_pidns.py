@@ -4,52 +4,28 @@ Nothing outside the namespace can be seen or signalled by the state run in
 it (``--mount-proc`` gives it its own /proc), and the kernel kills whatever
 is left when the namespace's init exits.
 """
-import json
 import os
-import shutil
-import subprocess
 import sys
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
-from beds.common import require_root_scenario  # noqa: E402
+from beds.common import skip_or_fail  # noqa: E402
+from beds.pidns import EXPECTED_COMPAT, SALTS, run_driver  # noqa: E402
 
 pytestmark = [pytest.mark.root]
-
-
-COMPAT = os.path.join(REPO, ".venv-compat")
-# The Salt versions users run: this venv (3008) and, on the Python that onedir
-# minions bundle (3.10), 3006 LTS and 3007 (built by scripts/bootstrap-compat).
-SALTS = ["main"] + sorted(os.listdir(COMPAT) if os.path.isdir(COMPAT) else [])
-EXPECTED_COMPAT = {"salt3006-py310", "salt3007-py310"}
 
 
 def test_all_supported_salt_versions_present():
     missing = EXPECTED_COMPAT - set(SALTS)
     if missing:
-        from beds.common import skip_or_fail
         skip_or_fail("compat venvs missing (run scripts/bootstrap-compat): " + ", ".join(sorted(missing)))
 
 
 @pytest.fixture(scope="module", params=SALTS)
 def report(request, tmp_path_factory):
-    require_root_scenario(tools=["unshare"])
-    work = tmp_path_factory.mktemp("pidns")
-    if request.param == "main":
-        salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
-    else:
-        salt_call = os.path.join(COMPAT, request.param, "bin", "salt-call")
-    proc = subprocess.run(
-        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
-         sys.executable, os.path.join(HERE, "pidns_driver.py"), REPO, str(work), salt_call],
-        capture_output=True, text=True, timeout=300,
-    )
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("REPORT ")]
-    assert lines, "driver failed:\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(lines[-1][len("REPORT "):])
+    return run_driver(os.path.join(HERE, "pidns_driver.py"), tmp_path_factory.mktemp("pidns"), request.param)
 
 
 def _state(ret):

@@ -4,44 +4,24 @@ state restarts it through supervisord's own socket (stdlib XML-RPC at the
 SUPERVISOR_SERVER_URL supervisord gave the program; no supervisorctl on
 PATH), the program runs the current binary under a new PID, and a second
 apply is a no-op."""
-import json
 import os
-import subprocess
 import sys
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
-from beds.common import require_root_scenario  # noqa: E402
+from beds.pidns import SALTS, run_driver  # noqa: E402
 
 pytestmark = [pytest.mark.root]
 
 
-COMPAT = os.path.join(REPO, ".venv-compat")
-# this venv (Salt 3008) and the Python 3.10 Salt 3006/3007 venvs of scripts/bootstrap-compat
-SALTS = ["main"] + sorted(os.listdir(COMPAT) if os.path.isdir(COMPAT) else [])
-
-
 @pytest.fixture(scope="module", params=SALTS)
 def report(request, tmp_path_factory):
-    require_root_scenario(tools=["unshare", "mount"])
-    work = tmp_path_factory.mktemp("supervisor-deleted")
-    if request.param == "main":
-        salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
-    else:
-        salt_call = os.path.join(COMPAT, request.param, "bin", "salt-call")
     if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "supervisord")):
         pytest.fail("supervisord is missing from the virtualenv (run scripts/bootstrap)")
-    proc = subprocess.run(
-        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
-         sys.executable, os.path.join(HERE, "supervisor_deleted_driver.py"), REPO, str(work), salt_call],
-        capture_output=True, text=True, timeout=300,
-    )
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("REPORT ")]
-    assert lines, "driver failed:\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(lines[-1][len("REPORT "):])
+    return run_driver(os.path.join(HERE, "supervisor_deleted_driver.py"),
+                      tmp_path_factory.mktemp("supervisor-deleted"), request.param, tools=("unshare", "mount"))
 
 
 def _state(ret):
