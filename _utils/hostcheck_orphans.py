@@ -234,20 +234,17 @@ class Analysis:
         return [f for f in self.findings if f.get("reapable")]
 
 
-def _daemon_root_candidate(proc, procs):
-    """Whether ``proc`` can be the root of a daemon's process tree.
+def _tree_root_candidate(proc):
+    """Whether ``proc`` can be the root of a leaked or duplicated tree.
 
-    Structural, not by name: a daemon's root leads its own process group
+    Structural, not by name: such a root leads its own process group
     (daemons call setsid(); systemd, supervisord, cron and job-control
     shells give every program its own group) or was adopted by its
-    namespace's init after a double fork. Only these have their command
-    line read for the duplicate rule, which keeps the check cheap on hosts
-    with thousands of worker processes.
+    namespace's init (PID 1 as that namespace sees it) after a double fork
+    or its parent's death. Only these are looked at by the three rules,
+    which keeps the check cheap on hosts with thousands of worker processes.
     """
-    if proc.pgid == proc.pid or proc.ppid == 1:
-        return True
-    parent = procs.get(proc.ppid)
-    return parent is not None and parent.ppid == 0  # init of a PID namespace
+    return proc.pgid == proc.pid or proc.ppid == 1
 
 
 def adopted_by_unit(procs):
@@ -302,10 +299,13 @@ def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
     procs = snap.procs
     kthread = hostcheck_proc.PF_KTHREAD
     gone = (b"Z", b"X", b"x")
-    # (the properties kernel_thread/zombie, inlined: this loop sees every process)
-    user_procs = [
+    # The only pass over every process: _tree_root_candidate() and the
+    # kernel_thread/zombie properties, inlined. The rules below see only
+    # these candidate roots (group leaders and init's children).
+    roots = [
         p for p in procs.values()
-        if not p.flags & kthread and p.pid != 1 and p._state not in gone  # pylint: disable=protected-access
+        if (p.pgid == p.pid or p.ppid == 1)
+        and not p.flags & kthread and p.pid != 1 and p._state not in gone  # pylint: disable=protected-access
     ]
     findings = {}  # root pid -> finding
     notes = []
@@ -332,7 +332,7 @@ def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
 
     # ---- rule 1: supervisor leaks -------------------------------------------
     sup_roots = []
-    for proc in user_procs:
+    for proc in roots:
         if proc.pgid != proc.pid:
             continue  # supervisord setpgid()s every program it starts
         parent = procs.get(proc.ppid)
@@ -363,13 +363,13 @@ def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
         # no cgroup is read for the unit rule when it cannot run
         notes.append(units_note)
     else:
-        for unit, roots in sorted(adopted_by_unit(user_procs).items()):
+        for unit, adopted in sorted(adopted_by_unit(roots).items()):
             state = units.get(unit)
             if state is None:
                 continue
             active = state.get("ActiveState")
             current = state.get("InvocationID")
-            for root in roots:
+            for root in adopted:
                 invocation = procs[root].provenance().get("INVOCATION_ID")
                 if active in ("inactive", "failed"):
                     why = active
@@ -387,12 +387,7 @@ def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
 
     # ---- rule 3: duplicate daemons ------------------------------------------
     groups = {}
-    for proc in user_procs:
-        # _daemon_root_candidate(), inlined: this loop sees every process
-        if proc.pgid != proc.pid and proc.ppid != 1:
-            parent = procs.get(proc.ppid)
-            if parent is None or parent.ppid != 0:
-                continue
+    for proc in roots:
         prog = program_of(proc)
         spec = daemons.get(prog)
         if spec is None:
@@ -411,13 +406,13 @@ def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
             _ns(snap, proc, "mnt"),
         )
         groups.setdefault(key, []).append(proc.pid)
-    for key, roots in groups.items():
-        if len(roots) < 2:
+    for key, copies in groups.items():
+        if len(copies) < 2:
             continue
         prog = key[0]
-        managed = [r for r in roots if _managed_by(snap, r, units) is not None]
+        managed = [r for r in copies if _managed_by(snap, r, units) is not None]
         twin = managed[0] if len(managed) == 1 else None
-        for root in roots:
+        for root in copies:
             if root == twin:
                 continue
             if root in findings:
@@ -431,10 +426,10 @@ def analyse(snap, units=None, daemons=None, units_note=NOTE_NO_SYSTEMD):
             else:
                 f = base_finding("duplicate-daemon", "warning", root, prog,
                                  {"unit": hostcheck_proc.unit_of_cgroup(procs[root].cgroup)[0]})
-                f["duplicates"] = sorted(r for r in roots if r != root)
+                f["duplicates"] = sorted(r for r in copies if r != root)
             findings[root] = f
         if twin is not None:
-            for root in roots:
+            for root in copies:
                 f = findings.get(root)
                 if f is not None and root != twin and f.get("duplicate_of") is None:
                     f["duplicate_of"] = twin

@@ -317,8 +317,8 @@ def test_duplicate_rule_reads_only_tree_roots():
     a = ho.analyse(snap(init(), lead, other, shell, worker))
     assert sorted(f["root"] for f in a.findings) == [100, 200]
     assert worker._cmdline is not hp._MISSING  # synthetic: set, but never consulted
-    assert not ho._daemon_root_candidate(worker, {300: shell})
-    assert ho._daemon_root_candidate(P(5, 1, pgid=4), {})  # double fork, adopted by init
+    assert not ho._tree_root_candidate(worker)
+    assert ho._tree_root_candidate(P(5, 1, pgid=4))  # double fork, adopted by init
 
 
 def test_lazy_stat_fields():
