@@ -19,6 +19,9 @@ MINION_ID = "hostcheck-demo"
 # What the demo shows, in order: (title, salt arguments)
 CALLS = [
     ("Leaked process trees", ["hostcheck.orphans"]),
+    ("Services running deleted binaries", ["hostcheck.deleted_binaries"]),
+    ("Kernel and reboot flag", ["hostcheck.reboot_required"]),
+    ("Timezone sources", ["hostcheck.timezone"]),
     ("The hostcheck grain", ["grains.get", "hostcheck"]),
     ("What the remedy would do (test=True changes nothing)",
      ["state.single", "hostcheck.orphans_reaped", "name=leaked-trees", "test=True"]),
