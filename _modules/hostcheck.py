@@ -18,10 +18,9 @@ import os
 
 import salt.exceptions
 
-import hostcheck_deleted
-import hostcheck_orphans
-import hostcheck_reboot
-import hostcheck_timezone
+import hostcheck_check
+import hostcheck_config
+import hostcheck_registry
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +33,18 @@ def __virtual__():
     return __virtualname__
 
 
-def _config(key, default=None):
-    return __salt__["config.get"]("hostcheck:" + key, default)  # pylint: disable=undefined-variable
+def _config_get(key):
+    return __salt__["config.get"](key, None)  # pylint: disable=undefined-variable
 
 
-def _daemons(daemons):
-    if daemons is None:
-        daemons = _config("orphans:daemons", None)
+def _diagnose(name, **given):
+    """Run one registered check with the given options (unset ones from config)."""
+    check = hostcheck_registry.get(name)
     try:
-        return hostcheck_orphans.validate_daemons(daemons)
-    except hostcheck_orphans.ConfigError as exc:
+        opts = hostcheck_check.options(check, given, _config_get)
+    except hostcheck_config.ConfigError as exc:
         raise salt.exceptions.CommandExecutionError(str(exc)) from exc
+    return hostcheck_check.diagnose(check, hostcheck_check.Host(), opts).as_dict()
 
 
 def orphans(daemons=None):
@@ -71,8 +71,14 @@ def orphans(daemons=None):
         configuration in the same namespaces. ``duplicate_of`` names the
         managed copy when there is exactly one.
 
-    Findings of severity ``critical`` are leaks that
-    ``hostcheck.orphans_reaped`` may terminate. Daemons that double-forked
+    Every finding says whether ``hostcheck.orphans_reaped`` takes it:
+    ``reap: default``; ``reap: when-named`` (with ``held``: a controlling
+    terminal, a login uid, or an earlier run of a unit that runs again, as
+    cron jobs and ssh sessions after a restart under ``KillMode=process``),
+    only when its ``match`` names it; ``reap: no`` (no copy of a duplicate
+    is managed, so none is the leak). Daemons are identified by executable
+    and arguments together: ``exec -a salt-minion sleep`` is ``sleep``, and
+    an init script of the same name is not the daemon. Daemons that double-forked
     and were legitimately adopted by init are not leaks and are never
     reported: they carry no supervisor provenance and belong to the current
     run of their unit (or live on a host without a service manager).
@@ -96,37 +102,7 @@ def orphans(daemons=None):
         salt '*' hostcheck.orphans
         salt '*' hostcheck.orphans --out=json
     """
-    merged = _daemons(daemons)
-    analysis = hostcheck_orphans.diagnose(daemons=merged)
-    summ = hostcheck_orphans.summary(analysis.findings)
-    notes = list(analysis.notes)
-    if os.geteuid() != 0:
-        notes.append(
-            "not running as root: other users' processes are only partly readable, "
-            "so their leaks may be missed"
-        )
-    findings = []
-    for f in analysis.findings:
-        f = dict(f)
-        f.pop("reapable", None)
-        findings.append(f)
-    return {
-        "leaked": summ["count"],
-        "programs": summ["programs"],
-        "findings": findings,
-        "processes": len(analysis.snap.procs),
-        "notes": notes,
-    }
-
-
-def _public_stale(findings):
-    """Findings without the internal start times (plain data for the outputters)."""
-    out = []
-    for f in findings:
-        f = dict(f)
-        f.pop("identities", None)
-        out.append(f)
-    return out
+    return _diagnose("orphans", daemons=daemons)
 
 
 def deleted_binaries(ignore=None, packages=False):
@@ -171,33 +147,7 @@ def deleted_binaries(ignore=None, packages=False):
         salt '*' hostcheck.deleted_binaries
         salt '*' hostcheck.deleted_binaries packages=True --out=json
     """
-    if ignore is None:
-        ignore = _config("deleted_binaries:ignore", None)
-    try:
-        ignore = hostcheck_deleted.validate_ignore(ignore)
-    except hostcheck_deleted.ConfigError as exc:
-        raise salt.exceptions.CommandExecutionError(str(exc)) from exc
-    findings, scanned = hostcheck_deleted.diagnose(ignore=ignore)
-    notes = []
-    if os.geteuid() != 0:
-        notes.append("not running as root: other users' processes cannot be read, so their old code is missed")
-    if packages:
-        owners, note = hostcheck_deleted.owning_packages(
-            [f["path"] for g in findings for f in g["files"]]
-        )
-        if note:
-            notes.append(note)
-        for g in findings:
-            for f in g["files"]:
-                f["package"] = owners.get(f["path"])
-    summ = hostcheck_deleted.summary(findings)
-    return {
-        "stale": summ["count"],
-        "units": summ["units"],
-        "findings": _public_stale(findings),
-        "processes": scanned,
-        "notes": notes,
-    }
+    return _diagnose("deleted_binaries", ignore=ignore, packages=packages)
 
 
 def reboot_required():
@@ -208,8 +158,9 @@ def reboot_required():
     (``/run/reboot-required``, with the packages that set it) is there.
 
     Returns ``{"required": bool, "reasons": [...], "running": "6.1.0-28-amd64",
-    "newest": "6.1.0-30-amd64"}`` (``newest`` is None when no kernel is
-    installed, e.g. in a container).
+    "newest": "6.1.0-30-amd64", "findings": [...], "notes": [...]}``
+    (``newest`` is None when no kernel is installed, e.g. in a container).
+    Findings: ``kernel-outdated`` and ``reboot-flag`` (warnings).
 
     CLI Example:
 
@@ -218,7 +169,7 @@ def reboot_required():
         salt '*' hostcheck.reboot_required
         salt -G 'hostcheck:reboot_required:required:True' test.ping
     """
-    return hostcheck_reboot.check()
+    return _diagnose("reboot_required")
 
 
 def timezone(daemons=None):
@@ -254,9 +205,42 @@ def timezone(daemons=None):
         salt '*' hostcheck.timezone
         salt -G 'hostcheck:timezone:consistent:False' hostcheck.timezone --out=json
     """
-    if daemons is None:
-        daemons = _config("timezone:daemons", None)
+    return _diagnose("timezone", daemons=daemons)
+
+
+def report(checks=None, severity=None):
+    """
+    Run every hostcheck check once and return all findings in one list,
+    worst first: the one call to run across a fleet.
+
+    The checks share one ``/proc`` snapshot, so the report costs no more
+    than its checks run one by one. A check that fails (say, a bad pillar
+    value for it) has ``error`` set in its entry and the others still run.
+
+    checks
+        Names of the checks to run (a list, or one name; default: all of
+        orphans, deleted_binaries, reboot_required, timezone).
+    severity
+        The least severe finding to include: ``critical``, ``warning`` or
+        ``info`` (default ``info``: everything).
+
+    Returns ``{"worst": "critical"|"warning"|"info"|"ok", "checks": {name:
+    {"count": N, "error": None or "why"}}, "findings": [...], "notes":
+    [...]}``: ``count`` is the number of findings listed for that check,
+    ``worst`` the worst severity listed (``ok`` when none), ``notes`` each
+    check's notes prefixed by its name.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' hostcheck.report
+        salt '*' hostcheck.report severity=critical --out=json
+        salt '*' hostcheck.report checks='[orphans, timezone]'
+    """
+    if isinstance(checks, str) and "," in checks:
+        checks = [c for c in checks.split(",") if c.strip()]
     try:
-        return hostcheck_timezone.diagnose(daemons=daemons).as_dict()
-    except hostcheck_timezone.ConfigError as exc:
+        return hostcheck_registry.report(checks=checks, severity=severity, get=_config_get)
+    except hostcheck_config.ConfigError as exc:
         raise salt.exceptions.CommandExecutionError(str(exc)) from exc

@@ -1,9 +1,10 @@
 """hostcheck's process snapshot: one pass over ``/proc`` that every check reuses.
 
-Reading the host is kept apart from judging it. This module only reads; the
-analysis modules (``hostcheck_orphans`` and later ones) take a
-:class:`Snapshot` and never touch the file system themselves, so unit tests
-point :func:`snapshot` at a fake ``/proc`` tree.
+Reading the host is kept apart from judging it. This module only reads. A
+check's ``read`` stage takes a :class:`Snapshot` and loads the lazy fields
+its analysis needs (:meth:`Proc.load`); its ``analyse`` stage then only
+looks at values already read, so unit tests run it on synthetic snapshots
+or fake ``/proc`` trees with every file access made to fail.
 
 Cost model: the ``stat`` file of every process is read eagerly (pid, ppid,
 pgid, sid, flags, start time, comm). ``cmdline``, ``exe``, ``cgroup``, ``maps`` and
@@ -22,6 +23,10 @@ Runtime dependencies: the Python standard library only.
 
 import os
 import time
+
+# Every import of a sibling _utils module must be at the top: Salt's loader
+# puts the synced utils directory on sys.path only while it loads a module.
+import hostcheck_ident
 
 PF_KTHREAD = 0x00200000
 
@@ -48,6 +53,9 @@ _UNIT_SUFFIXES = (
 )
 
 _MISSING = object()
+_GONE = (b"Z", b"X", b"x")
+#: ``/proc/PID/loginuid`` of a process that no login set one for
+NO_LOGINUID = 4294967295
 
 
 def read_bytes(path, limit=1 << 20, to_eof=False):
@@ -243,6 +251,9 @@ class Proc:
         "_uid",
         "_prov",
         "_maps",
+        "_program",
+        "_ns",
+        "_loginuid",
     )
 
     def __init__(self, pid, base, ppid, pgid, sid, flags, state, stat=None):
@@ -261,6 +272,9 @@ class Proc:
         self._cgroup = _MISSING
         self._uid = _MISSING
         self._prov = _MISSING
+        self._program = _MISSING
+        self._ns = _MISSING
+        self._loginuid = _MISSING
         # _maps is left unset here (the eager path pays nothing for it)
 
     @classmethod
@@ -300,20 +314,42 @@ class Proc:
     def state(self):
         return self._state.decode("ascii", "replace")
 
+    @property
+    def tty(self):
+        """The controlling terminal (``tty_nr`` of ``stat``; 0 when none)."""
+        raw = self._stat
+        if not raw:
+            return 0
+        try:
+            return int(raw[raw.rfind(b")") + 2:].split(b" ", 6)[4])
+        except (ValueError, IndexError):
+            return 0
+
     @classmethod
     def synthetic(cls, pid, ppid, comm="proc", cmdline=None, pgid=None, sid=None,
-                  starttime=1000, flags=0, exe=None, cgroup=None, uid=0,
-                  environ=None, state="S", maps=None):
-        """A process built from plain values, for tests and recorded snapshots."""
+                  starttime=1000, flags=0, exe=_MISSING, cgroup=None, uid=0,
+                  environ=None, state="S", maps=None, tty=0, loginuid=NO_LOGINUID, ns=None):
+        """A process built from plain values, for tests and recorded snapshots.
+
+        ``exe`` defaults to ``cmdline[0]`` when that is an absolute path (as
+        for a process started by path), else ``None`` (unreadable)."""
+        stat = "{} ({}) {} {} {} {} {} -1 {}".format(
+            pid, comm, state, ppid, pid if pgid is None else pgid, pid if sid is None else sid,
+            tty, flags).encode("utf-8", "replace")
         proc = cls(pid, None, ppid, pid if pgid is None else pgid,
-                   pid if sid is None else sid, flags, state.encode("ascii"))
+                   pid if sid is None else sid, flags, state.encode("ascii"), stat)
         proc._comm = comm
         proc._starttime = starttime
         # through the same parser as real cmdline bytes (setproctitle titles)
         proc._cmdline = parse_cmdline(
             "\0".join(cmdline if cmdline is not None else [comm]).encode("utf-8", "surrogateescape")
         )
+        if exe is _MISSING:
+            first = proc._cmdline[0] if proc._cmdline else ""
+            exe = first if first.startswith("/") else None
         proc._exe = exe
+        proc._loginuid = loginuid
+        proc._ns = dict(ns or {})
         proc._cgroup = cgroup
         proc._uid = uid
         proc._prov = {
@@ -330,8 +366,35 @@ class Proc:
         return bool(self.flags & PF_KTHREAD)
 
     @property
-    def zombie(self):
-        return self._state in (b"Z", b"X", b"x")
+    def program(self):
+        """What this process runs (:class:`hostcheck_ident.Program`, from exe
+        and cmdline together; ``None`` for kernel threads and vanished ones)."""
+        if self._program is _MISSING:
+            self._program = None if self.kernel_thread else hostcheck_ident.identify(self.exe, self.cmdline)
+        return self._program
+
+    def ns(self, kind):
+        """Namespace id (``pid:[4026531836]``) of ``kind`` (``pid``, ``mnt``), or ``None``."""
+        if self._ns is _MISSING:
+            self._ns = {}
+        if kind not in self._ns:
+            try:
+                self._ns[kind] = os.readlink(self._base + "/ns/" + kind) if self._base else None
+            except OSError:
+                self._ns[kind] = None
+        return self._ns[kind]
+
+    @property
+    def loginuid(self):
+        """The audit login uid (``None`` when unset or unreadable): set by
+        ``pam_loginuid`` for whatever a login session starts."""
+        if self._loginuid is _MISSING:
+            raw = _read_small(self._base + "/loginuid") if self._base else None
+            try:
+                self._loginuid = int(raw) if raw else NO_LOGINUID
+            except ValueError:
+                self._loginuid = NO_LOGINUID
+        return None if self._loginuid == NO_LOGINUID else self._loginuid
 
     @property
     def cmdline(self):
@@ -384,11 +447,19 @@ class Proc:
             self._prov = extract_environ_keys(read_bytes(self._base + "/environ"))
         return self._prov
 
-    def load(self):
-        """Read every lazy field now (one pass for callers that need all)."""
-        self.cmdline  # pylint: disable=pointless-statement
-        self.exe  # pylint: disable=pointless-statement
-        self.cgroup  # pylint: disable=pointless-statement
+    def load(self, fields=("cmdline", "exe", "cgroup")):
+        """Read the named lazy fields now (a check's read stage), so that its
+        analysis only looks at values already read. ``fields`` may name
+        ``cmdline``, ``exe``, ``cgroup``, ``uid``, ``maps``, ``program``,
+        ``loginuid``, ``provenance`` and ``ns:<kind>``."""
+        for field in fields:
+            if field == "provenance":
+                self.provenance()
+            elif field.startswith("ns:"):
+                self.ns(field[3:])
+            else:
+                getattr(self, field)
+        return self
 
     @property
     def identity(self):
@@ -410,6 +481,7 @@ class Snapshot:
         self.self_pid = self_pid
         self.taken_at = taken_at if taken_at is not None else time.time()
         self._children = None
+        self._user = None
 
     @classmethod
     def from_procs(cls, procs, **kwargs):
@@ -427,8 +499,14 @@ class Snapshot:
             self._children = children
         return self._children
 
-    def get(self, pid):
-        return self.procs.get(pid)
+    @property
+    def user_procs(self):
+        """The processes that are not kernel threads and not zombies, in
+        ``/proc`` order (the one kernel-thread filter; computed once)."""
+        if self._user is None:
+            kthread = PF_KTHREAD
+            self._user = [p for p in self.procs.values() if not p.flags & kthread and p._state not in _GONE]
+        return self._user
 
     def ancestors(self, pid):
         """Pids above ``pid`` (parent first), stopping at a pid not in the snapshot."""
@@ -474,10 +552,9 @@ class Snapshot:
             return None
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
-    def load_all(self):
-        for proc in self.procs.values():
-            if not proc.kernel_thread:
-                proc.load()
+    def load_all(self, fields=("cmdline", "exe", "cgroup")):
+        for proc in self.user_procs:
+            proc.load(fields)
         return self
 
 

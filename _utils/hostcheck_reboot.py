@@ -1,11 +1,20 @@
 """Does this host need a reboot? Kernel versions and the distribution's flag.
 
-``snapshot``-style reading (:func:`installed_kernels`, :func:`read_flag`)
-takes its roots as parameters; :func:`judge` is pure.
+The check ``reboot_required``: :func:`read` (the installed kernels and the
+flag; roots from the host), :func:`analyse` (pure), :func:`summarise`.
+Findings: ``kernel-outdated`` and ``reboot-flag`` (both warnings).
 """
 
 import os
 import re
+
+# Every import of a sibling _utils module must be at the top: Salt's loader
+# puts the synced utils directory on sys.path only while it loads a module.
+import hostcheck_check
+import hostcheck_files
+
+NAME = "reboot_required"
+OPTIONS = {}
 
 _VMLINUZ = ("vmlinuz-", "vmlinux-", "Image-", "kernel-")
 
@@ -44,16 +53,17 @@ def installed_kernels(boot="/boot", modules="/lib/modules"):
 
 
 def read_flag(run_root="/run"):
-    """``(set, packages)`` of Debian/Ubuntu's ``reboot-required`` flag."""
+    """``(set, packages)`` of Debian/Ubuntu's ``reboot-required`` flag (the
+    package list read as a bounded regular file only)."""
     path = os.path.join(run_root, "reboot-required")
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return False, []
     try:
-        with open(path + ".pkgs", encoding="utf-8", errors="replace") as fh:
-            pkgs = sorted({line.strip() for line in fh if line.strip()})
+        text = hostcheck_files.read_regular(path + ".pkgs", limit=64 * 1024)
     except OSError:
-        pkgs = []
-    return True, pkgs
+        text = None
+    lines = text.text().splitlines() if text is not None else []
+    return True, sorted({line.strip() for line in lines if line.strip()})
 
 
 def judge(running, installed, flag, flag_pkgs):
@@ -70,6 +80,28 @@ def judge(running, installed, flag, flag_pkgs):
     return {"required": bool(reasons), "reasons": reasons, "running": running, "newest": newest}
 
 
-def check(boot="/boot", modules="/lib/modules", run_root="/run"):
-    flag, pkgs = read_flag(run_root)
-    return judge(os.uname().release, installed_kernels(boot, modules), flag, pkgs)
+def read(host, opts, quick=False):  # pylint: disable=unused-argument
+    """``(running, installed, flag, flag_pkgs)``."""
+    flag, pkgs = read_flag(host.run_root)
+    return os.uname().release, installed_kernels(host.boot, host.modules), flag, pkgs
+
+
+def analyse(facts, opts):  # pylint: disable=unused-argument
+    """The verdict as a :class:`hostcheck_check.Diagnosis`. Pure."""
+    running, installed, flag, pkgs = facts
+    verdict = judge(running, installed, flag, pkgs)
+    findings = []
+    if verdict["newest"] is not None and version_key(verdict["newest"]) > version_key(running):
+        findings.append(hostcheck_check.finding(
+            NAME, "kernel-outdated", "warning", verdict["reasons"][0] + ": reboot to run it",
+            running=running, newest=verdict["newest"]))
+    if flag:
+        findings.append(hostcheck_check.finding(
+            NAME, "reboot-flag", "warning", verdict["reasons"][-1], packages=pkgs))
+    notes = [] if installed else ["no kernel image in /boot (a container?): only the flag was checked"]
+    return hostcheck_check.Diagnosis(NAME, findings, notes, verdict, facts)
+
+
+def summarise(diag):
+    """The grain entry: ``{required, reasons}``."""
+    return {"required": diag.details["required"], "reasons": diag.details["reasons"]}
