@@ -18,6 +18,8 @@ and, when it has a remedy (a state)::
     REMEDY_ARGS = {key: validator}   # the state's own arguments
     CONFIG_KEYS = (...)              # which of them come from config when unset
     validate_remedy(name, args, host)   # optional: checks that need the host
+    remedy_facts(host, diagnosis, args) # optional: what only the remedy needs
+                                        # to read (start limits, say), before plan
     plan(diagnosis, args) -> Plan    # pure: what would change
     apply(host, plan, args) -> Outcome  # acts, through hostcheck_service /
                                         # hostcheck_reaper / hostcheck_files
@@ -44,6 +46,8 @@ import hostcheck_reaper
 SEVERITIES = ("critical", "warning", "info")
 #: order of severities, worst first; ``ok`` is "no finding"
 RANK = {"critical": 0, "warning": 1, "info": 2, "ok": 3}
+#: seconds a remedy waits for another run of the same remedy on this host
+LOCK_WAIT = 120.0
 
 
 def finding(check, code, severity, summary, pids=(), **details):
@@ -217,7 +221,7 @@ def run_remedy(check, name, args, test=False, get=None, host=None):
         ret["comment"] = "Invalid arguments, nothing done: {}".format(exc)
         return ret
     try:
-        with hostcheck_reaper.HostLock(check.NAME, host.run_root):
+        with hostcheck_reaper.HostLock(check.NAME, host.run_root, LOCK_WAIT):
             return _run_locked(check, ret, host, opts, rargs, test)
     except hostcheck_reaper.Busy as exc:
         ret["result"] = False
@@ -227,6 +231,8 @@ def run_remedy(check, name, args, test=False, get=None, host=None):
 
 def _run_locked(check, ret, host, opts, rargs, test):
     diag = diagnose(check, host, opts)
+    if hasattr(check, "remedy_facts"):
+        check.remedy_facts(host, diag, rargs)
     plan = check.plan(diag, rargs)
     if not plan.changes:
         ret["result"] = not plan.problems

@@ -25,14 +25,15 @@ def _type(value):
     return type(value).__name__
 
 
-def string_list(default=None, what="a list of strings", allow_empty=False, check=None):
-    """Validator: ``None`` -> ``default``; a string or a list of non-empty
-    strings -> a list. ``check(item)`` may return an error text for an item."""
+def string_list(default=None, what="a list of strings", allow_empty=False, check=None, one=True):
+    """Validator: ``None`` -> ``default``; a list of non-empty strings (or,
+    with ``one``, a single string) -> a list. ``check(item)`` may return an
+    error text for an item."""
 
     def validate(value, name):
         if value is None:
             return None if default is None else list(default)
-        if isinstance(value, str):
+        if isinstance(value, str) and one:
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
             raise ConfigError("{} must be {}, got {!r}".format(name, what, value))

@@ -99,7 +99,7 @@ def _daemon_spec(name, spec):
     if unknown:
         raise hostcheck_config.ConfigError(
             "daemons:{}: unknown keys {}".format(name, ", ".join(sorted(map(str, unknown)))))
-    items = hostcheck_config.string_list([], allow_empty=True)
+    items = hostcheck_config.string_list([], allow_empty=True, one=False)
     return {key: items(spec.get(key), "daemons:{}:{}".format(name, key)) for key in ("options", "require")}
 
 

@@ -63,43 +63,65 @@ def send(pid, starttime, sig, proc_root="/proc"):
             os.close(pidfd)
 
 
-def alive(identities, proc_root="/proc"):
+class Kernel:
+    """What the reaper asks of the system: identity-checked signals, whether
+    an identity is alive, and the children of a set of processes. Tests
+    drive :func:`reap` with a simulated one."""
+
+    def __init__(self, proc_root="/proc"):
+        self.proc_root = proc_root
+
+    def send(self, pid, starttime, sig):
+        return send(pid, starttime, sig, self.proc_root)
+
+    def same(self, pid, starttime):
+        return hostcheck_proc.still_same(pid, starttime, self.proc_root)
+
+    def children(self):
+        """``{ppid: [(pid, starttime), ...]}`` of every process but kernel threads."""
+        snap = hostcheck_proc.snapshot(self.proc_root)
+        out = {}
+        for proc in snap.user_procs:
+            out.setdefault(proc.ppid, []).append((proc.pid, proc.starttime))
+        return out
+
+
+def alive(identities, proc_root="/proc", kernel=None):
     """The identities in ``[(pid, starttime)]`` still alive (not zombies)."""
-    return [(pid, st) for pid, st in identities if hostcheck_proc.still_same(pid, st, proc_root)]
+    kernel = kernel or Kernel(proc_root)
+    return [(pid, st) for pid, st in identities if kernel.same(pid, st)]
 
 
-def wait_gone(identities, timeout, proc_root="/proc", poll=0.05):
+def wait_gone(identities, timeout, proc_root="/proc", poll=0.05, kernel=None):
     """Wait up to ``timeout`` seconds until none of ``identities`` is alive;
     returns the survivors."""
+    kernel = kernel or Kernel(proc_root)
     end = time.monotonic() + max(0.0, float(timeout))
-    left = alive(identities, proc_root)
+    left = alive(identities, kernel=kernel)
     while left and time.monotonic() < end:
         time.sleep(poll)
-        left = alive(left, proc_root)
+        left = alive(left, kernel=kernel)
     return left
 
 
-def _new_children(members, proc_root, never):
+def _new_children(members, kernel, never):
     """Children forked by tree members since the plan was made (they belong to the tree)."""
-    snap = hostcheck_proc.snapshot(proc_root)
+    children = kernel.children()
     have = {pid for pid, _ in members}
     found = []
     queue = list(have)
     while queue:
         parent = queue.pop()
-        for child in snap.children.get(parent, ()):
+        for child, st in children.get(parent, ()):
             if child in have or child in never:
                 continue
-            proc = snap.procs[child]
-            if proc.kernel_thread:
-                continue
             have.add(child)
-            found.append((child, proc.starttime))
+            found.append((child, st))
             queue.append(child)
     return found
 
 
-def reap(members, timeout=10.0, proc_root="/proc", never=(1,), poll=0.05):
+def reap(members, timeout=10.0, proc_root="/proc", never=(1,), poll=0.05, kernel=None):
     """Terminate one tree: freeze it, SIGTERM every member, thaw, wait, SIGKILL the rest.
 
     ``members`` is ``[(pid, starttime), ...]``. Freezing first (SIGSTOP)
@@ -110,30 +132,28 @@ def reap(members, timeout=10.0, proc_root="/proc", never=(1,), poll=0.05):
     came (they exited by themselves), ``terminated`` exited after SIGTERM,
     ``killed`` needed SIGKILL.
     """
+    kernel = kernel or Kernel(proc_root)
     never = set(never) | {1}
     members = [(int(p), int(s)) for p, s in members if int(p) not in never]
-    stopped = [m for m in members if send(m[0], m[1], signal.SIGSTOP, proc_root)]
-    extra = [m for m in _new_children(members, proc_root, never)
-             if send(m[0], m[1], signal.SIGSTOP, proc_root)]
+    stopped = [m for m in members if kernel.send(m[0], m[1], signal.SIGSTOP)]
+    extra = [m for m in _new_children(members, kernel, never) if kernel.send(m[0], m[1], signal.SIGSTOP)]
     stopped += extra
-    gone = sorted(pid for pid, st in members
-                  if (pid, st) not in stopped and not hostcheck_proc.still_same(pid, st, proc_root))
+    gone = sorted(pid for pid, st in members if (pid, st) not in stopped and not kernel.same(pid, st))
     members = [m for m in members if m[0] not in gone] + extra
-    termed = [m for m in members if send(m[0], m[1], signal.SIGTERM, proc_root)]
+    termed = [m for m in members if kernel.send(m[0], m[1], signal.SIGTERM)]
     for pid, st in stopped:
-        send(pid, st, signal.SIGCONT, proc_root)
+        kernel.send(pid, st, signal.SIGCONT)
     deadline = time.monotonic() + max(0.0, float(timeout))
-    left = alive(members, proc_root)
+    left = alive(members, kernel=kernel)
     while left and time.monotonic() < deadline:
         time.sleep(poll)
-        more = _new_children(left, proc_root, never)
-        for pid, st in more:
-            if send(pid, st, signal.SIGTERM, proc_root):
+        for pid, st in _new_children(left, kernel, never):
+            if kernel.send(pid, st, signal.SIGTERM):
                 members.append((pid, st))
                 termed.append((pid, st))
-        left = alive(members, proc_root)
-    killed = sorted(pid for pid, st in left if send(pid, st, signal.SIGKILL, proc_root))
-    survivors = wait_gone(left, 2.0, proc_root, poll)
+        left = alive(members, kernel=kernel)
+    killed = sorted(pid for pid, st in left if kernel.send(pid, st, signal.SIGKILL))
+    survivors = wait_gone(left, 2.0, poll=poll, kernel=kernel)
     return {
         "terminated": sorted(p for p, _ in termed if p not in killed),
         "killed": killed,
@@ -193,25 +213,29 @@ class Busy(Exception):
 
 
 class HostLock:
-    """An exclusive ``flock`` on ``<run_root>/lock/hostcheck-<name>.lock``
-    (``/run/lock`` is a tmpfs: a crashed holder leaves no stale lock).
+    """An exclusive ``flock`` on ``<run_root>/hostcheck/<name>.lock`` (a
+    directory only root can write: ``/run/lock`` is world-writable, and any
+    user could hold a lock there; ``flock`` dies with its holder, so a
+    crashed run leaves no stale lock).
 
     Two remedies of the same kind (two ``orphans_reaped`` runs from two
     minions on one host, or a highstate and a reactor) take turns: the
     second waits up to ``wait`` seconds, then diagnoses what the first left,
     so both never claim the same trees. Raises :class:`Busy` after
-    ``wait``. Without a writable lock directory (a non-root minion) the
-    lock is skipped: such a minion cannot signal other users' processes
-    anyway.
+    ``wait``. The lock directory is created when ``run_root`` exists;
+    where it cannot be (a non-root minion) the lock is skipped: such a
+    minion cannot signal other users' processes anyway.
     """
 
     def __init__(self, name, run_root="/run", wait=120.0):
-        self.path = os.path.join(run_root, "lock", "hostcheck-{}.lock".format(name))
+        self.path = os.path.join(run_root, "hostcheck", "{}.lock".format(name))
         self.wait = wait
         self.fd = None
 
     def __enter__(self):
         try:
+            if os.path.isdir(os.path.dirname(os.path.dirname(self.path))):
+                os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError:
             return self

@@ -5,6 +5,8 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "_utils"))
+if REPO not in sys.path:
+    sys.path.insert(1, REPO)  # tests.fakes, tests.beds
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -77,6 +77,22 @@ def alive(pid):
         return False
 
 
+def plant_decoys(bindir):
+    """Processes that only look like the daemon ``worker``, each adopted by
+    init in its own session: argv0 ``worker`` on the sleep binary
+    (``exec -a``), and a shell running an init script named ``worker``."""
+    initd = write(os.path.join(bindir, "init.d-worker"), "sleep 600\n")
+    os.makedirs(os.path.join(bindir, "init.d"), exist_ok=True)
+    os.rename(initd, os.path.join(bindir, "init.d", "worker"))
+    out = subprocess.run(
+        ["sh", "-c", "setsid bash -c 'exec -a worker sleep 600' >/dev/null 2>&1 </dev/null & echo $!; "
+                     "setsid sh {} status >/dev/null 2>&1 </dev/null & echo $!".format(
+                         os.path.join(bindir, "init.d", "worker"))],
+        capture_output=True, text=True)
+    argv0, script = (int(x) for x in out.stdout.split())
+    return {"exec_a": argv0, "init_script": script}
+
+
 def main():
     assert os.getpid() == 1, "must be PID 1 of its namespace"
     synced = setup_minion(textwrap.dedent("""\
@@ -107,6 +123,7 @@ def main():
     out = subprocess.run(["sh", "-c", "setsid sleep 600 >/dev/null 2>&1 < /dev/null & echo $!"],
                          capture_output=True, text=True)
     daemon = int(out.stdout.strip())
+    decoys = plant_decoys(bindir)
     deadline = time.time() + 10
     while not os.path.exists(twin_file) and time.time() < deadline:
         time.sleep(0.05)
@@ -114,7 +131,7 @@ def main():
     twin = int(open(twin_file).read())
 
     report = {"leaked_root": leaked_root, "twin": twin, "supervisord": supervisord.pid, "daemon": daemon,
-              "synced": synced, "version": salt_call("test.version")}
+              "decoys": decoys, "synced": synced, "version": salt_call("test.version")}
     report["diagnosis"] = salt_call("hostcheck.orphans")
     report["grain"] = salt_call("grains.get", "hostcheck")
     report["test_run"] = salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks", "test=True")
@@ -123,6 +140,7 @@ def main():
     report["leaked_alive_after_apply"] = [p for p in report["diagnosis"]["findings"][0]["pids"] if alive(p)] \
         if report["diagnosis"].get("findings") else None
     report["survivors"] = {k: alive(report[k]) for k in ("twin", "supervisord", "daemon")}
+    report["decoys_alive"] = {k: alive(v) for k, v in decoys.items()}
     report["second_apply"] = salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks", "timeout=2")
     report["bad_args"] = salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks", "exclude=7")
     print("REPORT " + json.dumps(report))

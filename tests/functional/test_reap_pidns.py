@@ -53,15 +53,19 @@ def test_diagnosis_finds_exactly_the_leaked_tree(report):
     assert f["provenance"]["supervisor_program"] == "worker"
     assert f["duplicate_of"] == report["twin"]
     assert all(x["severity"] != "warning" for x in diag["findings"])
-    assert report["daemon"] not in [p for x in diag["findings"] for p in x["pids"]]
+    reported = [p for x in diag["findings"] for p in x["pids"]]
+    assert report["daemon"] not in reported
+    # exec -a worker sleep, and sh .../init.d/worker status, are not the daemon worker
+    assert not set(report["decoys"].values()) & set(reported), (report["decoys"], diag)
     assert report["grain"]["orphans"] == {"count": 1, "programs": ["worker"], "warnings": 0}
 
 
 def test_test_mode_kills_nothing(report):
     state = _state(report["test_run"])
     assert state["result"] is None
-    (item,) = state["changes"]["would_reap"]
-    assert item["root"] == report["leaked_root"]
+    (item,) = state["changes"]["reaped"]  # the keys a real run uses
+    assert item["root"] == report["leaked_root"] and len(item["pids"]) == 3
+    assert state["comment"].startswith("Would reap 1 leaked tree(s)")
     assert report["alive_after_test"] is True
 
 
@@ -69,12 +73,12 @@ def test_apply_reaps_the_tree_and_nothing_else(report):
     state = _state(report["apply"])
     assert state["result"] is True, state
     (item,) = state["changes"]["reaped"]
-    assert item["root"] == report["leaked_root"]
-    assert len(item["killed"]) == 1  # the child that ignores SIGTERM
-    assert len(item["terminated"]) == 2
-    assert item["survivors"] == []
+    assert item["root"] == report["leaked_root"] and len(item["pids"]) == 3
+    # the child that ignores SIGTERM needed SIGKILL
+    assert "Reaped worker (root {}): 2 terminated, 1 killed".format(report["leaked_root"]) in state["comment"]
     assert report["leaked_alive_after_apply"] == []
     assert report["survivors"] == {"twin": True, "supervisord": True, "daemon": True}
+    assert report["decoys_alive"] == {"exec_a": True, "init_script": True}
 
 
 def test_second_apply_is_a_noop(report):

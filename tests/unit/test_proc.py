@@ -4,31 +4,12 @@ import os
 import pytest
 
 import hostcheck_proc as hp
-
-
-def make_proc(root, pid, ppid, comm="prog", pgid=None, sid=None, starttime=500, flags=0,
-              cmdline=b"prog\0", cgroup=b"0::/\n", environ=b"", uid=0, exe=None):
-    d = root / str(pid)
-    d.mkdir()
-    pgid = pid if pgid is None else pgid
-    sid = pid if sid is None else sid
-    fields = ["S", ppid, pgid, sid, 0, -1, flags] + [0] * 12 + [starttime] + [0] * 30
-    (d / "stat").write_text("{} ({}) {}\n".format(pid, comm, " ".join(map(str, fields))))
-    (d / "cmdline").write_bytes(cmdline)
-    (d / "cgroup").write_bytes(cgroup)
-    (d / "environ").write_bytes(environ)
-    (d / "status").write_text("Name:\t{}\nUid:\t{}\t{}\t{}\t{}\n".format(comm, uid, uid, uid, uid))
-    if exe:
-        os.symlink(exe, d / "exe")
-    return d
+from tests.fakes import fake_proc_root, make_proc
 
 
 @pytest.fixture
 def fakeproc(tmp_path):
-    root = tmp_path / "proc"
-    root.mkdir()
-    (root / "stat").write_text("cpu 1 2 3\nbtime 1700000000\n")
-    return root
+    return fake_proc_root(tmp_path)
 
 
 def test_parse_stat_comm_with_spaces_and_parens():
@@ -142,3 +123,41 @@ def test_real_proc_snapshot_has_self():
     assert snap.self_pid == os.getpid()
     assert me.cmdline and me.exe
     assert os.getppid() in snap.ancestors(os.getpid())
+
+
+def test_tty_loginuid_namespaces_and_program(fakeproc):
+    make_proc(fakeproc, 1, 0, comm="init", cmdline=b"/sbin/init\0", exe="/sbin/init")
+    make_proc(fakeproc, 40, 1, comm="vim", cmdline=b"vim\0x\0", exe="/usr/bin/vim", tty=34817, loginuid=1000,
+              ns={"pid": "pid:[9]", "mnt": "mnt:[8]"})
+    make_proc(fakeproc, 41, 1, comm="salt-minion", cmdline=b"salt-minion\0", exe="/usr/bin/sleep")
+    snap = hp.snapshot(str(fakeproc))
+    vim = snap.procs[40]
+    assert vim.tty == 34817 and snap.procs[1].tty == 0
+    assert vim.loginuid == 1000 and snap.procs[1].loginuid is None
+    assert vim.ns("pid") == "pid:[9]" and vim.ns("mnt") == "mnt:[8]" and vim.ns("net") is None
+    assert snap.procs[41].program.name == "sleep"  # exe decides, not argv0
+    assert vim.program.name == "vim" and vim.program.trusted
+
+
+def test_load_reads_named_fields_now(fakeproc):
+    make_proc(fakeproc, 10, 1, cmdline=b"/usr/sbin/cron\0", exe="/usr/sbin/cron", environ=b"INVOCATION_ID=ab\0")
+    proc = hp.snapshot(str(fakeproc)).procs[10]
+    proc.load(("program", "provenance", "ns:pid", "loginuid", "uid"))
+    for name in ("cmdline", "exe", "environ", "status", "loginuid"):
+        (fakeproc / "10" / name).unlink()
+    (fakeproc / "10" / "ns" / "pid").unlink()
+    assert proc.program.name == "cron" and proc.provenance() == {"INVOCATION_ID": "ab"}
+    assert proc.ns("pid") == "pid:[4026531836]" and proc.uid == 0 and proc.loginuid is None
+
+
+def test_user_procs_is_the_one_kernel_thread_and_zombie_filter():
+    P = hp.Proc.synthetic
+    snap = hp.Snapshot.from_procs([P(1, 0), P(2, 0, flags=hp.PF_KTHREAD, cmdline=[]), P(3, 1, state="Z"), P(4, 1)])
+    assert [p.pid for p in snap.user_procs] == [1, 4]
+
+
+def test_synthetic_exe_defaults_to_an_absolute_argv0():
+    P = hp.Proc.synthetic
+    assert P(5, 1, cmdline=["/usr/sbin/cron", "-f"]).exe == "/usr/sbin/cron"
+    assert P(5, 1, cmdline=["cron", "-f"]).exe is None
+    assert P(5, 1, cmdline=["salt-minion"], exe="/usr/bin/sleep").program.name == "sleep"
