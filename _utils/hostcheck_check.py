@@ -156,7 +156,7 @@ class Host:
 
     def fresh(self):
         """The same roots, no snapshot yet (for verification after acting)."""
-        return Host(self.proc_root, self.etc_root, self.run_root, self.zoneinfo, self.boot, self.modules)
+        return type(self)(self.proc_root, self.etc_root, self.run_root, self.zoneinfo, self.boot, self.modules)
 
     @staticmethod
     def euid():

@@ -18,6 +18,7 @@ MINION_ID = "hostcheck-demo"
 
 # What the demo shows, in order: (title, salt arguments)
 CALLS = [
+    ("Every check at once, worst first", ["hostcheck.report"]),
     ("Leaked process trees", ["hostcheck.orphans"]),
     ("Services running deleted binaries", ["hostcheck.deleted_binaries"]),
     ("Kernel and reboot flag", ["hostcheck.reboot_required"]),

@@ -1,6 +1,7 @@
 """Fakes shared by the unit tests: /proc trees on disk and a guard that
 makes every host access fail (to prove a stage is pure)."""
 import builtins
+import contextlib
 import os
 import pwd
 import subprocess
@@ -62,8 +63,10 @@ def forbid_host_access(monkeypatch):
         monkeypatch.setattr(mod, name, _refuse)
 
 
-@pytest.fixture
-def no_host_access(monkeypatch):
-    def arm():
-        forbid_host_access(monkeypatch)
-    return arm
+@contextlib.contextmanager
+def host_access_forbidden():
+    """:func:`forbid_host_access` for the ``with`` block only, so a failing
+    assertion after it is reported by a pytest that can read files again."""
+    with pytest.MonkeyPatch.context() as mp:
+        forbid_host_access(mp)
+        yield

@@ -6,7 +6,7 @@ import hostcheck_check as hc
 import hostcheck_config as hcfg
 import hostcheck_orphans as ho
 import hostcheck_proc as hp
-from tests.fakes import fake_proc_root, fake_systemd_run, forbid_host_access, make_proc
+from tests.fakes import fake_proc_root, fake_systemd_run, host_access_forbidden, make_proc
 
 P = hp.Proc.synthetic
 SUP_ENV = {"SUPERVISOR_ENABLED": "1", "SUPERVISOR_PROCESS_NAME": "salt-minion",
@@ -375,16 +375,16 @@ def _fake_host(tmp_path, systemd=False):
     return hc.Host(proc_root=str(root), run_root=str(run))
 
 
-def test_read_on_fake_proc_then_pure_analyse_and_plan(tmp_path, monkeypatch):
+def test_read_on_fake_proc_then_pure_analyse_and_plan(tmp_path):
     host = _fake_host(tmp_path, systemd=True)
     opts = hc.options(ho)
     facts = ho.read(host, opts)
     assert facts.units["leaky.service"]["ActiveState"] == "inactive"
-    forbid_host_access(monkeypatch)
-    a = ho.analyse(facts, opts)
+    with host_access_forbidden():
+        a = ho.analyse(facts, opts)
+        p = plan(a)
     assert codes(a) == [("supervisor-leak", "critical", 100), ("unit-leftover", "critical", 500)]
     assert a.findings[0]["user"] == "root"
-    p = plan(a)
     assert planned(p) == {100: [100, 101], 500: [500]}
     assert ho.summarise(a) == {"count": 2, "programs": ["salt-minion", "sleep"], "warnings": 0}
 

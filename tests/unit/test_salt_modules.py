@@ -37,8 +37,9 @@ def leaked_host(tmp_path, monkeypatch):
     make_proc(root, 100, 1, cmdline=b"/usr/bin/worker\0", exe="/usr/bin/worker", environ=SUP_ENV)
     make_proc(root, 101, 100, pgid=100, cmdline=b"/usr/bin/worker\0", exe="/usr/bin/worker")
     (tmp_path / "run").mkdir()
-    monkeypatch.setattr(hc, "Host", lambda: hc.Host(proc_root=str(root), run_root=str(tmp_path / "run"),
-                                                  etc_root=str(tmp_path / "etc")))
+    real = hc.Host
+    monkeypatch.setattr(hc, "Host", lambda: real(proc_root=str(root), run_root=str(tmp_path / "run"),
+                                               etc_root=str(tmp_path / "etc")))
     calls = []
 
     def recorder(members, timeout=10, proc_root="/proc", never=(), **kw):

@@ -1,13 +1,23 @@
-"""hostcheck.timezone on fake /etc, zoneinfo and /proc trees (no host file is read or written)."""
-import itertools
+"""hostcheck_timezone on fake /etc, zoneinfo and /proc trees (no host file is read or written):
+read on fake roots, the purity of analyse and plan, zone validation, and the
+remedy through the one state runner (hostcheck_check.run_remedy)."""
+import errno
+import inspect
 import os
+import signal
 import stat
 import time
 
 import pytest
 
+import hostcheck_check as hc
+import hostcheck_config as hcfg
+import hostcheck_files as hf
 import hostcheck_proc as hp
+import hostcheck_reaper as hr
+import hostcheck_service as hs
 import hostcheck_timezone as tz
+from tests.fakes import fake_proc_root, forbid_host_access, make_proc
 
 P = hp.Proc.synthetic
 
@@ -27,6 +37,20 @@ def tzif(abbr, offset):
 SHANGHAI = tzif("CST", 8 * 3600)
 UTC = tzif("UTC", 0)
 PARIS = tzif("CET", 3600)
+NEW_YORK = tzif("EST", -5 * 3600)
+RIGHT_UTC = UTC + b"leap"  # stands in for the leap-second data
+FACTORY = tzif("-00", 0)
+
+
+class Root:
+    """A fake host: tmp_path/etc, tmp_path/usr/share/zoneinfo, tmp_path/proc, tmp_path/run."""
+
+    def host(self):
+        return hc.Host(proc_root=str(self.proc), etc_root=str(self.etc), run_root=str(self.run),
+                       zoneinfo=str(self.zi))
+
+    def path(self, rel):
+        return str(self.etc / rel)
 
 
 @pytest.fixture
@@ -34,7 +58,8 @@ def root(tmp_path):
     """tmp_path/etc and tmp_path/usr/share/zoneinfo with a few zones and aliases."""
     zi = tmp_path / "usr/share/zoneinfo"
     for name, data in {"Asia/Shanghai": SHANGHAI, "Asia/Chongqing": SHANGHAI, "Etc/UTC": UTC,
-                       "UTC": UTC, "Europe/Paris": PARIS}.items():
+                       "UTC": UTC, "Europe/Paris": PARIS, "America/New_York": NEW_YORK,
+                       "right/UTC": RIGHT_UTC, "posixrules": NEW_YORK, "Factory": FACTORY}.items():
         (zi / name).parent.mkdir(parents=True, exist_ok=True)
         (zi / name).write_bytes(data)
     (zi / "PRC").symlink_to("Asia/Shanghai")
@@ -45,24 +70,97 @@ def root(tmp_path):
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    (tmp_path / "proc/1").mkdir(parents=True)
+    proc = fake_proc_root(tmp_path)
+    make_proc(proc, 1, 0, comm="init", cmdline=b"/sbin/init\0", exe="/sbin/init")
     (tmp_path / "run").mkdir()
-
-    class Root:
-        pass
-
     r = Root()
-    r.base, r.etc, r.zi, r.proc, r.run = tmp_path, etc, zi, tmp_path / "proc", tmp_path / "run"
-    r.kw = {"etc_root": str(etc), "zoneinfo_dir": str(zi), "proc_root": str(r.proc)}
+    r.base, r.etc, r.zi, r.proc, r.run = tmp_path, etc, zi, proc, tmp_path / "run"
     return r
 
 
-def sources(r, **kw):
-    return tz.read_sources(str(r.etc), str(r.zi), str(r.proc), str(r.run), **kw)
+def opts(daemons=None):
+    return hc.options(tz, {"daemons": daemons} if daemons else None)
 
 
-def analysis(r, running=(), units=None):
-    return tz.analyse(sources(r), running=running, units=units)
+def diag(r, quick=False):
+    return hc.diagnose(tz, r.host(), opts(), quick=quick)
+
+
+def look(r, quick=False):
+    return diag(r, quick).as_dict()
+
+
+def pin(r, zone, test=False, copy=False, timeout=30, daemons=None):
+    args = {"copy": copy, "daemons": daemons, "timeout": timeout}
+    return hc.run_remedy(tz, zone, args, test=test, host=r.host())
+
+
+def remedy_args(r, zone, copy=False, timeout=30):
+    args = {"copy": copy, "timeout": timeout}
+    tz.validate_remedy(zone, args, r.host())
+    return args
+
+
+def debian(r, localtime=None, timezone=None):
+    (r.etc / "debian_version").write_text("12.0\n")
+    if localtime is not None:
+        (r.etc / "localtime").symlink_to("../usr/share/zoneinfo/" + localtime)
+    if timezone is not None:
+        (r.etc / "timezone").write_text(timezone + "\n")
+
+
+class FakeServices:
+    """systemd for the remedy, faked: ``units`` is ``{unit: (program, main pid)}``;
+    the daemons are added to every (non-quick) read, restarts are recorded
+    and give each unit a new main PID started after the change (unless
+    ``survive``: then the old process stays the main one)."""
+
+    def __init__(self, monkeypatch, units, survive=False, stale=True):
+        self.main = dict(units)
+        self.survive, self.stale = survive, stale
+        self.restarts, self.fresh = [], set()
+        real_read = tz.read
+
+        def read(host, opts_, quick=False):
+            facts = real_read(host, opts_, quick)
+            if not quick:
+                facts.running = [self.daemon(u, facts.changed_at) for u in sorted(self.main)]
+                facts.units = {u: {"Id": u, "MainPID": pid} for u, (_, pid) in self.main.items()}
+            return facts
+
+        monkeypatch.setattr(tz, "read", read)
+        monkeypatch.setattr(hs, "restart_units", self.restart_units)
+        monkeypatch.setattr(hr, "wait_gone", lambda ids, timeout, proc_root="/proc": list(ids) if survive else [])
+        monkeypatch.setattr(hs, "show", lambda names, props, run_root="/run", **kw: {
+            u: {"Id": u, "MainPID": self.main[u][1]} for u in names if u in self.main})
+
+    def daemon(self, unit, changed_at):
+        program, pid = self.main[unit]
+        old = self.stale and unit not in self.fresh
+        started = changed_at - 3600 if old else changed_at + 5
+        return {"program": program, "pid": pid, "starttime": pid * 100, "started_at": started, "unit": unit}
+
+    def restart_units(self, units, timeout=120):
+        self.restarts.append(list(units))
+        if not self.survive:
+            for unit in units:
+                program, pid = self.main[unit]
+                self.main[unit] = (program, pid + 46)
+                self.fresh.add(unit)
+        return dict.fromkeys(units)
+
+
+@pytest.fixture
+def no_hang():
+    """Fail (instead of hanging the run) when something blocks, e.g. on a FIFO."""
+    def boom(signum, frame):
+        raise TimeoutError("blocked: a FIFO was opened in a blocking way")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 # --- sources ----------------------------------------------------------------
@@ -73,86 +171,104 @@ def analysis(r, running=(), units=None):
                                     "/usr/share/zoneinfo/posix/Asia/Shanghai"])
 def test_symlink_relative_absolute_posix(root, target):
     (root.etc / "localtime").symlink_to(target)
-    lt = sources(root).sources["localtime"]
+    a = look(root)
+    lt = a["sources"]["localtime"]
     assert (lt["kind"], lt["zone"], lt["error"]) == ("symlink", "Asia/Shanghai", None)
     assert lt["relative"] is (not target.startswith("/"))
-    a = analysis(root)
-    assert (a.zone, a.consistent, a.findings) == ("Asia/Shanghai", True, [])
+    assert (a["zone"], a["consistent"], a["findings"]) == ("Asia/Shanghai", True, [])
 
 
 def test_copy_equal_to_two_names_prefers_canonical(root):
     (root.etc / "localtime").write_bytes(SHANGHAI)
-    lt = sources(root).sources["localtime"]
+    a = look(root)
+    lt = a["sources"]["localtime"]
     assert lt["kind"] == "copy"
     assert lt["identical_to"] == ["Asia/Chongqing", "Asia/Shanghai", "PRC"]
     assert lt["zone"] == "Asia/Shanghai"  # zone1970.tab, not the first hash match
-    assert analysis(root).consistent is True
+    assert a["consistent"] is True
 
 
 def test_copy_takes_the_name_another_source_uses(root):
     (root.etc / "localtime").write_bytes(SHANGHAI)
     (root.etc / "timezone").write_text("Asia/Chongqing\n")
-    a = analysis(root)
-    assert (a.zone, a.consistent) == ("Asia/Chongqing", True)
-    assert "copy" in a.agreement and "Asia/Shanghai" in a.agreement
+    a = look(root)
+    assert (a["zone"], a["consistent"]) == ("Asia/Chongqing", True)
+    assert "copy" in a["agreement"] and "Asia/Shanghai" in a["agreement"]
 
 
 def test_the_incident_timezone_utc_localtime_copy_of_shanghai(root):
     (root.etc / "localtime").write_bytes(SHANGHAI)
     (root.etc / "timezone").write_text("Etc/UTC\n")
-    a = analysis(root)
-    assert a.zone == "Asia/Shanghai"  # what glibc (date, cron) uses
-    assert a.consistent is False
-    assert a.conflicts == ["/etc/localtime says Asia/Shanghai but /etc/timezone says Etc/UTC"]
-    (f,) = a.findings
+    a = look(root)
+    assert a["zone"] == "Asia/Shanghai"  # what glibc (date, cron) uses
+    assert a["consistent"] is False
+    assert a["conflicts"] == ["/etc/localtime says Asia/Shanghai but /etc/timezone says Etc/UTC"]
+    (f,) = a["findings"]
     assert (f["check"], f["code"], f["severity"], f["pids"]) == ("timezone", "zone-conflict", "critical", [])
+    assert set(a) == {"zone", "consistent", "agreement", "conflicts", "sources", "stale", "changed",
+                      "findings", "notes"}
 
 
 def test_alias_names_agree_by_content(root):
     (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Asia/Shanghai")
     (root.etc / "timezone").write_text("PRC\n")
-    a = analysis(root)
-    assert a.consistent is True
-    assert "byte-identical" in a.agreement and "PRC" in a.agreement
+    a = look(root)
+    assert a["consistent"] is True
+    assert "byte-identical" in a["agreement"] and "PRC" in a["agreement"]
 
 
 def test_missing_etc_timezone_and_missing_localtime(root):
-    a = analysis(root)
-    assert "timezone" not in a.sources
-    assert (a.zone, a.consistent) == ("UTC", True)
-    assert [f["code"] for f in a.findings] == ["localtime-missing"]
+    a = look(root)
+    assert "timezone" not in a["sources"]
+    assert (a["zone"], a["consistent"]) == ("UTC", True)
+    assert [f["code"] for f in a["findings"]] == ["localtime-missing"]
     (root.etc / "timezone").write_text("Asia/Shanghai\n")
-    a = analysis(root)
-    assert a.consistent is False
-    assert "missing, so UTC" in a.conflicts[0]
+    a = look(root)
+    assert a["consistent"] is False
+    assert "missing, so UTC" in a["conflicts"][0]
+    (root.etc / "timezone").write_text("Etc/UTC\n")  # the fallback's data: agrees
+    assert look(root)["consistent"] is True
 
 
 def test_red_hat_layout(root):
     (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Europe/Paris")
     (root.etc / "sysconfig").mkdir()
     (root.etc / "sysconfig/clock").write_text('# comment\nZONE="Asia/Shanghai"\nUTC=true\n')
-    a = analysis(root)
-    assert a.sources["sysconfig"]["zone"] == "Asia/Shanghai"
-    assert a.conflicts == ["/etc/localtime says Europe/Paris but /etc/sysconfig/clock says Asia/Shanghai"]
-    plans = tz.plan_files("Europe/Paris", str(root.etc), str(root.zi))
-    assert [p["path"] for p in plans] == [str(root.etc / "sysconfig/clock")]  # no /etc/timezone on Red Hat
-    tz.write_plan(plans)
+    a = look(root)
+    assert a["sources"]["sysconfig"]["zone"] == "Asia/Shanghai"
+    assert a["conflicts"] == ["/etc/localtime says Europe/Paris but /etc/sysconfig/clock says Asia/Shanghai"]
+    ret = pin(root, "Europe/Paris")
+    assert ret["result"] is True, ret
+    assert list(ret["changes"]["files"]) == [root.path("sysconfig/clock")]  # no /etc/timezone on Red Hat
     assert (root.etc / "sysconfig/clock").read_text() == '# comment\nZONE="Europe/Paris"\nUTC=true\n'
-    assert analysis(root).consistent is True
+    assert look(root)["consistent"] is True
+
+
+def test_suse_timezone_key_is_kept(root):
+    (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Asia/Shanghai")
+    (root.etc / "sysconfig").mkdir()
+    (root.etc / "sysconfig/clock").write_text('DEFAULT_TIMEZONE="US/Eastern"\nTIMEZONE="Europe/Paris"\n')
+    assert look(root)["sources"]["sysconfig"]["zone"] == "Europe/Paris"
+    ret = pin(root, "Asia/Shanghai")
+    assert ret["result"] is True, ret
+    assert (root.etc / "sysconfig/clock").read_text() == 'DEFAULT_TIMEZONE="US/Eastern"\nTIMEZONE="Asia/Shanghai"\n'
+    assert pin(root, "Asia/Shanghai")["changes"] == {}
 
 
 def test_tz_in_environment_and_pid1(root):
     (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Etc/UTC")
     (root.etc / "environment").write_text('PATH="/usr/bin"\nTZ=":Europe/Paris"\n')
     (root.proc / "1/environ").write_bytes(b"HOME=/\0SECRET=do-not-leak\0TZ=Asia/Shanghai\0")
-    a = analysis(root)
-    assert a.sources["environment"]["zone"] == "Europe/Paris"
-    assert a.sources["pid1"]["zone"] == "Asia/Shanghai"
-    assert "do-not-leak" not in repr(a.as_dict())
-    assert len(a.conflicts) == 2
+    d = diag(root)
+    a = d.as_dict()
+    assert a["sources"]["environment"]["zone"] == "Europe/Paris"
+    assert a["sources"]["pid1"]["zone"] == "Asia/Shanghai"
+    assert "do-not-leak" not in repr(a)
+    assert "do-not-leak" not in repr([getattr(d.facts, s) for s in d.facts.__slots__])
+    assert len(a["conflicts"]) == 2
     (root.etc / "environment").write_text("TZ=:/etc/localtime\n")
     (root.proc / "1/environ").write_bytes(b"TZ=UTC\0")
-    assert analysis(root).consistent is True
+    assert look(root)["consistent"] is True
 
 
 @pytest.mark.parametrize("fname,content,fragment", [
@@ -172,18 +288,39 @@ def test_garbage_in_each_file(root, fname, content, fragment):
     path = root.etc / fname
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(content)
-    a = analysis(root)
-    assert a.consistent is False
-    assert any(fragment in c for c in a.conflicts), a.conflicts
+    a = look(root)
+    assert a["consistent"] is False
+    assert any(fragment in c for c in a["conflicts"]), a["conflicts"]
+
+
+@pytest.mark.parametrize("content", [b"\x7fELF\x00\x01binary\n", b"../../etc/shadow\n",
+                                     b"root:$y$j9T$s3cr3t:19700:0:99999:7:::\n"])
+def test_what_is_not_a_zone_name_is_never_echoed(root, content):
+    (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Etc/UTC")
+    (root.etc / "timezone").write_bytes(content)
+    src = look(root)["sources"]["timezone"]
+    assert src["value"] is None and src["zone"] is None
+    assert "does not name a zone" in src["error"]
+    assert "ELF" not in repr(src) and "shadow" not in repr(src) and "s3cr3t" not in repr(src)
 
 
 def test_localtime_symlink_outside_zoneinfo_or_dangling(root):
     (root.etc / "localtime").symlink_to("/etc/passwd")
-    assert "zoneinfo" in sources(root).sources["localtime"]["error"]
+    assert "zoneinfo" in look(root)["sources"]["localtime"]["error"]
     (root.etc / "localtime").unlink()
     (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Asia/Nowhere")
-    a = analysis(root)
-    assert a.zone == "UTC" and not a.consistent
+    a = look(root)
+    assert a["zone"] == "UTC" and not a["consistent"]
+
+
+def test_read_keeps_the_bytes_of_every_named_zone(root):
+    (root.etc / "localtime").write_bytes(SHANGHAI)
+    (root.etc / "timezone").write_text("PRC\n")
+    (root.etc / "environment").write_text("TZ=Asia/Chongqing\n")
+    facts = tz.read(root.host(), opts(), quick=True)
+    assert facts.zones == {"PRC": SHANGHAI, "Asia/Chongqing": SHANGHAI, "UTC": UTC}
+    assert facts.localtime_data == SHANGHAI
+    assert facts.texts == {"environment": "TZ=Asia/Chongqing\n"}
 
 
 # --- zone validation ------------------------------------------------------
@@ -202,17 +339,96 @@ def test_localtime_symlink_outside_zoneinfo_or_dangling(root):
     ("Bogus", "not a valid TZif"),
     ("Evil", "outside"),
     ("Asia", "directory"),
+    ("posix", "directory"),
     ("Asia//Shanghai", "empty"),
     ("Asia/Shang hai", "characters"),
 ])
 def test_invalid_zone_names(root, bad, fragment):
     with pytest.raises(tz.ZoneError, match=fragment):
-        tz.validate_zone(bad, str(root.zi))
+        tz.validate_zone(bad, str(root.zi), str(root.etc), pin=True)
 
 
 def test_valid_zone_and_alias(root):
-    assert tz.validate_zone("PRC", str(root.zi))[1] == SHANGHAI
-    assert tz.validate_zone("Asia/Shanghai", str(root.zi))[0] == str(root.zi / "Asia/Shanghai")
+    assert tz.validate_zone("PRC", str(root.zi))[2] == SHANGHAI
+    assert tz.validate_zone("Asia/Shanghai", str(root.zi))[1] == str(root.zi / "Asia/Shanghai")
+    assert tz.validate_zone("posix/Asia/Shanghai", str(root.zi))[:2] == (
+        "Asia/Shanghai", str(root.zi / "Asia/Shanghai"))
+    assert issubclass(tz.ZoneError, hcfg.ConfigError)  # the runner's "Invalid arguments"
+
+
+def test_pin_localtime_is_refused_not_a_loop(root):
+    """Debian's zoneinfo/localtime -> /etc/localtime: pinning it would write
+    /etc/localtime -> ../usr/share/zoneinfo/localtime, a loop."""
+    (root.zi / "localtime").symlink_to(root.etc / "localtime")
+    (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Europe/Paris")
+    with pytest.raises(tz.ZoneError, match="/etc/localtime"):
+        tz.validate_zone("localtime", str(root.zi), str(root.etc), pin=True)
+    ret = pin(root, "localtime")
+    assert (ret["result"], ret["changes"]) == (False, {})
+    assert "nothing done" in ret["comment"]
+    assert os.readlink(root.etc / "localtime") == "../usr/share/zoneinfo/Europe/Paris"
+
+
+def test_zone_resolving_through_etc_is_refused(root):
+    """realpath ends inside zoneinfo, but the way there passes through /etc."""
+    (root.zi / "Local").mkdir()
+    (root.zi / "Local/Mine").symlink_to(root.etc / "localtime")
+    (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Europe/Paris")
+    assert os.path.realpath(root.zi / "Local/Mine") == str(root.zi / "Europe/Paris")
+    with pytest.raises(tz.ZoneError, match="resolves through"):
+        tz.validate_zone("Local/Mine", str(root.zi), str(root.etc))
+    ret = pin(root, "Local/Mine")
+    assert (ret["result"], ret["changes"]) == (False, {}) and "through" in ret["comment"]
+    assert os.readlink(root.etc / "localtime") == "../usr/share/zoneinfo/Europe/Paris"
+    (root.etc / "timezone").write_text("Local/Mine\n")  # a source naming it is an error, not followed
+    assert "through" in look(root)["sources"]["timezone"]["error"]
+
+
+def test_symlink_loop_in_zoneinfo_is_an_error(root):
+    (root.zi / "Loop").symlink_to("Loop")
+    with pytest.raises(tz.ZoneError, match="loop"):
+        tz.validate_zone("Loop", str(root.zi), str(root.etc))
+
+
+@pytest.mark.parametrize("name,fragment", [
+    ("right/UTC", "leap-second"),
+    ("posix/right/UTC", "leap-second"),
+    ("posixrules", "POSIX TZ strings"),
+    ("Factory", "placeholder"),
+    ("localtime", "/etc/localtime"),
+])
+def test_pseudo_and_leap_second_zones_are_refused(root, name, fragment):
+    with pytest.raises(tz.ZoneError, match=fragment):
+        tz.validate_zone(name, str(root.zi), str(root.etc), pin=True)
+    (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Etc/UTC")
+    ret = pin(root, name)
+    assert (ret["result"], ret["changes"]) == (False, {})
+    assert ret["comment"].startswith("Invalid arguments, nothing done") and fragment in ret["comment"]
+    assert os.readlink(root.etc / "localtime") == "../usr/share/zoneinfo/Etc/UTC"
+
+
+def test_posix_prefix_is_the_same_zone_and_a_second_run_is_a_noop(root, monkeypatch):
+    debian(root, localtime="Etc/UTC", timezone="Etc/UTC")
+    svc = FakeServices(monkeypatch, {"cron.service": ("cron", 31)}, stale=False)
+    ret = pin(root, "posix/Europe/Paris")
+    assert ret["result"] is True, ret
+    assert os.readlink(root.etc / "localtime") == "../usr/share/zoneinfo/Europe/Paris"
+    assert (root.etc / "timezone").read_text() == "Europe/Paris\n"
+    assert svc.restarts == [["cron.service"]]
+    for zone in ("posix/Europe/Paris", "Europe/Paris"):
+        for test in (True, False):
+            ret = pin(root, zone, test=test)
+            assert (ret["result"], ret["changes"]) == (True, {}), ret
+    assert svc.restarts == [["cron.service"]]  # cron is not restarted on every run
+
+
+def test_a_host_pinned_through_posix_paths_is_not_pinned_again(root):
+    (root.etc / "debian_version").write_text("12.0\n")
+    (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/posix/Europe/Paris")
+    (root.etc / "timezone").write_text("posix/Europe/Paris\n")
+    a = look(root)
+    assert (a["zone"], a["consistent"]) == ("Europe/Paris", True)
+    assert pin(root, "Europe/Paris")["changes"] == {}
 
 
 # --- stale daemons ------------------------------------------------------------
@@ -224,26 +440,26 @@ def daemon(pid, started_at, program="cron", unit="cron.service"):
 
 def test_staleness_tolerates_clock_skew(root):
     (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Etc/UTC")
-    srcs = sources(root)
-    changed = srcs.changed_at
-    running = [daemon(10, changed - 3600), daemon(11, changed - 0.9, "atd", "atd.service"),
-               daemon(12, changed + 0.2, "rsyslogd", "rsyslog.service")]
-    a = tz.analyse(srcs, running)
-    assert [d["pid"] for d in a.stale] == [10]  # 0.9 s "before" is clock skew, not staleness
+    facts = tz.read(root.host(), opts())
+    changed = facts.changed_at
+    facts.running = [daemon(10, changed - 3600), daemon(11, changed - 0.9, "atd", "atd.service"),
+                     daemon(12, changed + 0.2, "rsyslogd", "rsyslog.service")]
+    a = tz.analyse(facts, opts())
+    assert [d["pid"] for d in a.details["stale"]] == [10]  # 0.9 s "before" is clock skew, not staleness
     (f,) = [f for f in a.findings if f["code"] == "stale-daemon"]
     assert f["pids"] == [10] and f["program"] == "cron" and f["severity"] == "warning"
 
 
 def test_only_the_units_main_process_counts(root):
     (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Etc/UTC")
-    srcs = sources(root)
-    old = srcs.changed_at - 3600
-    running = [daemon(10, old), daemon(20, old)]  # 20: a job child re-parented after a restart
-    units = {"cron.service": {"MainPID": 10}}
-    assert [d["pid"] for d in tz.analyse(srcs, running, units=units).stale] == [10]
+    facts = tz.read(root.host(), opts())
+    old = facts.changed_at - 3600
+    facts.running = [daemon(10, old), daemon(20, old)]  # 20: a job child re-parented after a restart
+    facts.units = {"cron.service": {"MainPID": 10}}
+    assert [d["pid"] for d in tz.analyse(facts, opts()).details["stale"]] == [10]
 
 
-def test_daemon_processes_top_of_tree_by_argv_not_comm():
+def test_daemon_processes_top_of_tree_by_program_not_comm():
     snap = hp.Snapshot.from_procs([
         P(1, 0, cmdline=["/sbin/init"]),
         P(100, 1, comm="cron", cmdline=["/usr/sbin/cron", "-f"], starttime=500,
@@ -252,6 +468,8 @@ def test_daemon_processes_top_of_tree_by_argv_not_comm():
           cgroup="/system.slice/cron.service"),
         P(102, 100, comm="cron", cmdline=["/usr/sbin/cron", "-f"], starttime=900),
         P(200, 1, comm="cron", cmdline=["/usr/bin/python3", "/opt/fake.py"]),  # named cron, is not
+        P(210, 1, comm="cron", cmdline=["/bin/sh", "/usr/local/sbin/cron"]),  # a shell script named cron
+        P(220, 1, comm="cron", cmdline=["cron", "-f"], exe="/usr/bin/sleep"),  # exec -a cron sleep
         P(300, 1, comm="rs:main", cmdline=["/usr/sbin/rsyslogd", "-n"], starttime=600,
           cgroup="/system.slice/rsyslog.service"),
     ])
@@ -262,14 +480,62 @@ def test_daemon_processes_top_of_tree_by_argv_not_comm():
 
 
 def test_daemons_config():
-    assert tz.validate_daemons(None) == list(tz.DEFAULT_DAEMONS)
-    assert tz.validate_daemons(["cron", "nscd"]) == ["cron", "nscd"]
-    for bad in (5, [""], ["cron", 3], {"cron": 1}):
-        with pytest.raises(tz.ConfigError):
-            tz.validate_daemons(bad)
+    assert tz.validate_daemons(None, "daemons") == list(tz.DEFAULT_DAEMONS)
+    assert tz.validate_daemons(["cron", "nscd"], "daemons") == ["cron", "nscd"]
+    assert opts()["daemons"] == list(tz.DEFAULT_DAEMONS)
+    for bad in (5, [""], ["cron", 3], {"cron": 1}, ["/usr/sbin/cron"]):
+        with pytest.raises(hcfg.ConfigError):
+            tz.validate_daemons(bad, "daemons")
+        with pytest.raises(hcfg.ConfigError, match="daemons"):
+            hc.options(tz, {"daemons": bad})
 
 
-# --- the writer ------------------------------------------------------------
+# --- read, then pure analyse and plan -----------------------------------------
+
+
+def test_read_on_fake_roots_then_pure_analyse_and_plan(root, monkeypatch):
+    debian(root)
+    (root.etc / "localtime").write_bytes(SHANGHAI)
+    (root.etc / "timezone").write_text("Etc/UTC\n")
+    (root.etc / "sysconfig").mkdir()
+    (root.etc / "sysconfig/clock").write_text('ZONE="PRC"\n')
+    (root.etc / "environment").write_text('TZ=":Asia/Chongqing"\n')
+    (root.proc / "uptime").write_text("100000.00 0.00\n")
+    make_proc(root.proc, 100, 1, comm="cron", cmdline=b"/usr/sbin/cron\0-f\0", exe="/usr/sbin/cron",
+              cgroup=b"0::/system.slice/cron.service\n", starttime=500)
+    make_proc(root.proc, 110, 1, comm="cron", cmdline=b"/bin/sh\0/usr/local/sbin/cron\0", exe="/bin/dash")
+    (root.run / "systemd/system").mkdir(parents=True)
+    monkeypatch.setattr(hs, "timedatectl_zone", lambda run_root="/run", timeout=5: "Etc/UTC")
+    monkeypatch.setattr(hs, "show", lambda names, props, run_root="/run", **kw: {
+        "cron.service": {"Id": "cron.service", "MainPID": 100}})
+    host, o = root.host(), opts()
+    facts = tz.read(host, o)
+    args = remedy_args(root, "Asia/Shanghai")
+    assert [d["pid"] for d in facts.running] == [100]  # the shell script named cron is not cron
+    forbid_host_access(monkeypatch)
+    try:
+        a = tz.analyse(facts, o)
+        p = tz.plan(a, args)
+    finally:
+        monkeypatch.undo()  # before any assertion: pytest's report reads files
+    assert a.details["zone"] == "PRC"  # the copy takes the name another source uses
+    assert a.details["conflicts"] == ["/etc/localtime says PRC but /etc/timezone says Etc/UTC"]
+    assert [d["pid"] for d in a.details["stale"]] == [100]
+    assert any("systemd-timedated keeps the zone" in n for n in a.notes)
+    assert tz.summarise(a) == {"zone": "PRC", "consistent": False}
+    assert p.changes["files"] == {
+        root.path("localtime"): {"old": "copy of PRC", "new": "../usr/share/zoneinfo/Asia/Shanghai"},
+        root.path("timezone"): {"old": "Etc/UTC", "new": "Asia/Shanghai"},
+        root.path("sysconfig/clock"): {"old": "PRC", "new": "Asia/Shanghai"},
+        root.path("environment"): {"old": "Asia/Chongqing", "new": "Asia/Shanghai"},
+    }
+    assert p.changes["restarted"] == [{"unit": "cron.service", "program": "cron", "old_pid": 100, "new_pid": None}]
+    assert [it["data"] for it in p.actions["files"][1:]] == [
+        b"Asia/Shanghai\n", b'ZONE="Asia/Shanghai"\n', b'TZ="Asia/Shanghai"\n']
+    assert p.problems == []
+
+
+# --- the remedy: files ----------------------------------------------------------
 
 
 def test_plan_write_and_second_plan_empty_keeps_mode(root):
@@ -277,56 +543,180 @@ def test_plan_write_and_second_plan_empty_keeps_mode(root):
     (root.etc / "localtime").write_bytes(SHANGHAI)
     (root.etc / "timezone").write_text("Etc/UTC\n")
     os.chmod(root.etc / "timezone", 0o640)
-    plans = tz.plan_files("Asia/Shanghai", str(root.etc), str(root.zi))
-    assert tz.describe_plan(plans) == {
-        str(root.etc / "localtime"): {"old": "copy of Asia/Shanghai", "new": "../usr/share/zoneinfo/Asia/Shanghai"},
-        str(root.etc / "timezone"): {"old": "Etc/UTC", "new": "Asia/Shanghai"},
-    }
-    tz.write_plan(plans)
+    ret = pin(root, "Asia/Shanghai")
+    assert ret["result"] is True, ret
+    assert ret["changes"] == {"files": {
+        root.path("localtime"): {"old": "copy of Asia/Shanghai", "new": "../usr/share/zoneinfo/Asia/Shanghai"},
+        root.path("timezone"): {"old": "Etc/UTC", "new": "Asia/Shanghai"},
+    }}
     assert os.readlink(root.etc / "localtime") == "../usr/share/zoneinfo/Asia/Shanghai"
     assert (root.etc / "timezone").read_text() == "Asia/Shanghai\n"
     assert stat.S_IMODE(os.stat(root.etc / "timezone").st_mode) == 0o640
     assert sorted(os.listdir(root.etc)) == ["debian_version", "localtime", "passwd", "timezone"]
-    assert tz.plan_files("Asia/Shanghai", str(root.etc), str(root.zi)) == []
-    a = analysis(root)
-    assert (a.zone, a.consistent) == ("Asia/Shanghai", True)
+    assert (pin(root, "Asia/Shanghai")["result"], pin(root, "Asia/Shanghai")["changes"]) == (True, {})
+    a = look(root)
+    assert (a["zone"], a["consistent"]) == ("Asia/Shanghai", True)
 
 
 def test_copy_mode_and_absolute_link_is_accepted(root):
     (root.etc / "localtime").symlink_to("/usr/share/zoneinfo/Asia/Shanghai")
-    assert tz.plan_files("Asia/Shanghai", str(root.etc), str(root.zi)) == []  # no churn
-    plans = tz.plan_files("Asia/Shanghai", str(root.etc), str(root.zi), copy=True)
-    tz.write_plan(plans)
+    assert pin(root, "Asia/Shanghai")["changes"] == {}  # no churn
+    ret = pin(root, "Asia/Shanghai", copy=True)
+    assert ret["result"] is True, ret
     assert not os.path.islink(root.etc / "localtime")
     assert (root.etc / "localtime").read_bytes() == SHANGHAI
-    assert tz.plan_files("Asia/Shanghai", str(root.etc), str(root.zi), copy=True) == []
+    assert pin(root, "Asia/Shanghai", copy=True)["changes"] == {}
+    ret = pin(root, "PRC", copy=True)  # an alias with the same data: no churn, and verified by content
+    assert (ret["result"], ret["changes"]) == (True, {}), ret
 
 
-def test_crash_between_two_writes_leaves_old_or_new(root, monkeypatch):
+def test_crash_between_two_writes_leaves_every_file_old(root, monkeypatch):
     (root.etc / "debian_version").write_text("12.0\n")
     (root.etc / "localtime").write_bytes(PARIS)
     (root.etc / "timezone").write_text("Europe/Paris\n")
     (root.etc / "sysconfig").mkdir()
     (root.etc / "sysconfig/clock").write_text('ZONE="Europe/Paris"\n')
-    plans = tz.plan_files("Asia/Shanghai", str(root.etc), str(root.zi))
-    assert len(plans) == 3
+    items = tz.plan(diag(root), remedy_args(root, "Asia/Shanghai")).actions["files"]
+    assert len(items) == 3
     real_fsync, calls = os.fsync, []
 
     def crash(fd):
         calls.append(fd)
-        if len(calls) == 2:  # the second file's data fsync (the symlink has none): the "power cut"
+        if len(calls) == 2:  # the second file's data fsync (after the symlink's directory fsync)
             raise OSError(5, "simulated crash")
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", crash)
-    with pytest.raises(OSError, match="simulated crash"):
-        tz.write_plan(plans)
+    res = tz.write_files(items)
     monkeypatch.setattr(os, "fsync", real_fsync)
-    assert os.readlink(root.etc / "localtime") == "../usr/share/zoneinfo/Asia/Shanghai"  # new
+    assert res["failed"][0]["path"] == root.path("timezone")
+    assert [it["path"] for it in res["rolled_back"]] == [root.path("localtime")]
+    assert not os.path.islink(root.etc / "localtime")
+    assert (root.etc / "localtime").read_bytes() == PARIS  # old again
     assert (root.etc / "timezone").read_text() == "Europe/Paris\n"  # old, not truncated
     assert (root.etc / "sysconfig/clock").read_text() == 'ZONE="Europe/Paris"\n'  # old
     leftovers = [n for n in os.listdir(root.etc) if n.startswith(".hostcheck-")]
     assert leftovers == []
+
+
+def _three_files(root):
+    (root.etc / "debian_version").write_text("12.0\n")
+    (root.etc / "localtime").write_bytes(PARIS)
+    (root.etc / "timezone").write_text("Europe/Paris\n")
+    (root.etc / "sysconfig").mkdir()
+    (root.etc / "sysconfig/clock").write_text('ZONE="Europe/Paris"\n')
+
+
+def _busy_on_second_write(monkeypatch):
+    real, calls = tz.write_item, []
+
+    def write(item):
+        calls.append(item["path"])
+        if len(calls) == 2:  # /etc/timezone bind-mounted by the container runtime
+            raise OSError(errno.EBUSY, "Device or resource busy", item["path"])
+        real(item)
+
+    monkeypatch.setattr(tz, "write_item", write)
+    return calls
+
+
+def test_a_failed_write_rolls_back_the_files_already_written(root, monkeypatch):
+    _three_files(root)
+    svc = FakeServices(monkeypatch, {"cron.service": ("cron", 31)})
+    calls = _busy_on_second_write(monkeypatch)
+    ret = pin(root, "Asia/Shanghai")
+    assert calls == [root.path("localtime"), root.path("timezone")]
+    assert ret["result"] is False and ret["changes"] == {}
+    assert (root.etc / "localtime").read_bytes() == PARIS and not os.path.islink(root.etc / "localtime")
+    assert (root.etc / "timezone").read_text() == "Europe/Paris\n"
+    assert (root.etc / "sysconfig/clock").read_text() == 'ZONE="Europe/Paris"\n'
+    comment = ret["comment"]
+    assert "Writing {} failed: Device or resource busy".format(root.path("timezone")) in comment
+    assert "Wrote, then rolled back: {}".format(root.path("localtime")) in comment
+    assert "Not written: {}".format(root.path("sysconfig/clock")) in comment
+    assert "no file is changed" in comment and "No daemon was restarted" in comment
+    assert "Pinned" not in comment and "either old or new" not in comment
+    assert svc.restarts == []
+
+
+def test_a_rollback_that_fails_is_named_and_its_file_is_in_changes(root, monkeypatch):
+    _three_files(root)
+    _busy_on_second_write(monkeypatch)
+
+    def refuse(self):
+        raise OSError(errno.EROFS, "Read-only file system", self.path)
+
+    monkeypatch.setattr(hf.Snapshot, "restore", refuse)
+    ret = pin(root, "Asia/Shanghai")
+    assert ret["result"] is False
+    assert ret["changes"] == {"files": {root.path("localtime"): {
+        "old": "copy of Europe/Paris", "new": "../usr/share/zoneinfo/Asia/Shanghai"}}}
+    assert os.readlink(root.etc / "localtime") == "../usr/share/zoneinfo/Asia/Shanghai"
+    assert "Could not roll back {} (Read-only file system)".format(root.path("localtime")) in ret["comment"]
+    assert "changed and not rolled back: {}".format(root.path("localtime")) in ret["comment"]
+
+
+def test_etc_timezone_symlink_to_a_secret(root):
+    """/etc/timezone -> /etc/shadow: the target's first line never shows, and the
+    new /etc/timezone takes owner and mode from the link, not the target."""
+    debian(root, localtime="Etc/UTC")
+    secret = root.etc / "shadow"
+    secret.write_text("root:$y$j9T$s3cr3t:19700:0:99999:7:::\n")
+    os.chmod(secret, 0o640)
+    group = 42 if os.geteuid() == 0 else secret.stat().st_gid  # root:shadow where we may
+    if os.geteuid() == 0:
+        os.chown(secret, 0, group)
+    (root.etc / "timezone").symlink_to("shadow")
+    a = look(root)
+    assert a["sources"]["timezone"]["value"] is None
+    assert "not shown" in a["sources"]["timezone"]["error"]  # root:shadow 0640: not everyone's to read
+    os.chmod(secret, 0o644)
+    assert "does not name a zone" in look(root)["sources"]["timezone"]["error"]
+    os.chmod(secret, 0o640)
+    link = os.lstat(root.etc / "timezone")
+    ret = pin(root, "Etc/UTC")
+    assert ret["result"] is True, ret
+    assert "s3cr3t" not in repr(a) + repr(ret)
+    assert ret["changes"]["files"][root.path("timezone")] == {"old": None, "new": "Etc/UTC"}
+    st = os.lstat(root.etc / "timezone")
+    assert stat.S_ISREG(st.st_mode) and (root.etc / "timezone").read_text() == "Etc/UTC\n"
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o644, link.st_uid, link.st_gid)
+    assert secret.read_text() == "root:$y$j9T$s3cr3t:19700:0:99999:7:::\n"
+    assert (stat.S_IMODE(secret.stat().st_mode), secret.stat().st_gid) == (0o640, group)
+
+
+def test_a_zone_shaped_secret_behind_a_symlink_is_not_shown(root):
+    debian(root, localtime="Etc/UTC")
+    secret = root.base / "secret"
+    secret.write_text("hunter2\n")
+    os.chmod(secret, 0o600)
+    (root.etc / "timezone").symlink_to(secret)
+    a = look(root)
+    assert "hunter2" not in repr(a)
+    assert a["sources"]["timezone"]["value"] is None and "not shown" in a["sources"]["timezone"]["error"]
+
+
+@pytest.mark.parametrize("rel,kind,fragment", [
+    ("timezone", "timezone", "not a regular file"),
+    ("environment", "environment", "not a regular file"),
+    ("sysconfig/clock", "sysconfig", "not a regular file"),
+    ("localtime", "localtime", "neither a symlink nor a regular file"),
+])
+def test_a_fifo_in_etc_is_a_source_error_never_a_hang(root, no_hang, rel, kind, fragment):
+    debian(root, localtime=None if rel == "localtime" else "Etc/UTC")
+    path = root.etc / rel
+    path.parent.mkdir(exist_ok=True)
+    os.mkfifo(path)
+    a = look(root)
+    assert fragment in a["sources"][kind]["error"]
+    assert a["consistent"] is False
+    zone = "UTC" if rel == "localtime" else "Etc/UTC"
+    assert tz.summarise(diag(root, quick=True)) == {"zone": zone, "consistent": False}  # the grain
+    for test in (True, False):
+        ret = pin(root, "Etc/UTC", test=test)
+        assert (ret["result"], ret["changes"]) == (False, {}), ret
+        assert "nothing done" in ret["comment"] and str(path) in ret["comment"]
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)  # left for a person to look at
 
 
 def test_set_assignment_keeps_other_lines():
@@ -335,76 +725,169 @@ def test_set_assignment_keeps_other_lines():
     assert tz.set_assignment("UTC=true", ("ZONE",), "ZONE", "UTC") == 'UTC=true\nZONE="UTC"\n'
 
 
-# --- pin(): the state's pipeline on a fake root (no systemd, no processes) --
+# --- the remedy through the state runner ---------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["../../etc/shadow", "/etc/passwd", "Asia/Nowhere", "", 42, None, "Bogus", "Evil"])
+@pytest.mark.parametrize("bad", ["../../etc/shadow", "/etc/passwd", "Asia/Nowhere", "", 42, None, "Bogus", "Evil",
+                                 "right/UTC", "posixrules", "Factory", "localtime"])
 def test_pin_bad_zone_changes_nothing(root, bad):
     (root.etc / "localtime").write_bytes(SHANGHAI)
     (root.etc / "timezone").write_text("Etc/UTC\n")
     before = {n: os.lstat(root.etc / n).st_mtime_ns for n in os.listdir(root.etc)}
-    result, changes, comment = tz.pin(bad, run_root=str(root.run), **root.kw)
-    assert (result, changes) == (False, {})
-    assert comment.startswith("Invalid arguments, nothing done")
+    ret = pin(root, bad)
+    assert (ret["result"], ret["changes"]) == (False, {})
+    assert ret["comment"].startswith("Invalid arguments, nothing done")
     assert {n: os.lstat(root.etc / n).st_mtime_ns for n in os.listdir(root.etc)} == before
+
+
+@pytest.mark.parametrize("args,fragment", [
+    ({"copy": "yes"}, "copy must be true or false"),
+    ({"copy": 1}, "copy must be true or false"),
+    ({"timeout": 0}, "timeout"),
+    ({"timeout": 601}, "timeout"),
+    ({"timeout": True}, "timeout"),
+    ({"timeout": "30"}, "timeout"),
+    ({"daemons": 5}, "daemons"),
+])
+def test_pin_bad_arguments_change_nothing(root, args, fragment):
+    (root.etc / "localtime").write_bytes(SHANGHAI)
+    given = {"copy": False, "daemons": None, "timeout": 30}
+    given.update(args)
+    ret = hc.run_remedy(tz, "Etc/UTC", given, host=root.host())
+    assert (ret["result"], ret["changes"]) == (False, {})
+    assert ret["comment"].startswith("Invalid arguments, nothing done") and fragment in ret["comment"]
+    assert (root.etc / "localtime").read_bytes() == SHANGHAI
 
 
 def test_pin_test_apply_noop(root):
     (root.etc / "debian_version").write_text("12.0\n")
     (root.etc / "localtime").write_bytes(SHANGHAI)
     (root.etc / "timezone").write_text("Etc/UTC\n")
-    result, changes, comment = tz.pin("Etc/UTC", test=True, run_root=str(root.run), **root.kw)
-    assert result is None and set(changes["files"]) == {str(root.etc / "localtime")}
+    ret = pin(root, "Etc/UTC", test=True)
+    assert ret["result"] is None and set(ret["changes"]["files"]) == {root.path("localtime")}
     assert (root.etc / "localtime").read_bytes() == SHANGHAI  # test=True wrote nothing
-    result, changes, comment = tz.pin("Etc/UTC", run_root=str(root.run), **root.kw)
-    assert result is True, comment
-    assert changes["files"][str(root.etc / "localtime")]["new"] == "../usr/share/zoneinfo/Etc/UTC"
-    assert tz.pin("Etc/UTC", run_root=str(root.run), **root.kw)[:2] == (True, {})
-    assert tz.pin("Etc/UTC", test=True, run_root=str(root.run), **root.kw)[:2] == (True, {})
+    ret = pin(root, "Etc/UTC")
+    assert ret["result"] is True, ret
+    assert ret["changes"]["files"][root.path("localtime")]["new"] == "../usr/share/zoneinfo/Etc/UTC"
+    assert ret["comment"].startswith("Pinned timezone Etc/UTC")
+    ret = pin(root, "Etc/UTC")
+    assert (ret["result"], ret["changes"]) == (True, {})
+    assert "is pinned" in ret["comment"]
+    ret = pin(root, "Etc/UTC", test=True)
+    assert (ret["result"], ret["changes"]) == (True, {})
+
+
+def test_test_mode_changes_have_the_keys_of_a_real_run(root, monkeypatch):
+    (root.etc / "debian_version").write_text("12.0\n")
+    (root.etc / "localtime").write_bytes(SHANGHAI)
+    (root.etc / "timezone").write_text("Etc/UTC\n")
+    svc = FakeServices(monkeypatch, {"cron.service": ("cron", 31), "rsyslog.service": ("rsyslogd", 41)})
+    t = pin(root, "Etc/UTC", test=True)
+    assert t["result"] is None and svc.restarts == []
+    r = pin(root, "Etc/UTC")
+    assert r["result"] is True, r
+    assert set(t["changes"]) == set(r["changes"]) == {"files", "restarted"}
+    assert t["changes"]["files"] == r["changes"]["files"]
+    assert [set(i) for i in t["changes"]["restarted"]] == [set(i) for i in r["changes"]["restarted"]]
+    assert [(i["unit"], i["old_pid"], i["new_pid"]) for i in t["changes"]["restarted"]] == [
+        ("cron.service", 31, None), ("rsyslog.service", 41, None)]
+    assert [(i["unit"], i["old_pid"], i["new_pid"]) for i in r["changes"]["restarted"]] == [
+        ("cron.service", 31, 77), ("rsyslog.service", 41, 87)]
+    assert svc.restarts == [["cron.service", "rsyslog.service"]]  # one batched call
+    assert "restarted cron.service: PID 31 -> 77" in r["comment"]
+    assert pin(root, "Etc/UTC")["changes"] == {} and len(svc.restarts) == 1
+
+
+def test_stale_daemon_when_files_agree_is_restarted(root, monkeypatch):
+    debian(root, localtime="Europe/Paris", timezone="Europe/Paris")
+    svc = FakeServices(monkeypatch, {"cron.service": ("cron", 31)})
+    assert [d["pid"] for d in look(root)["stale"]] == [31]
+    ret = pin(root, "Europe/Paris")
+    assert ret["result"] is True, ret
+    assert ret["changes"] == {"restarted": [{"unit": "cron.service", "program": "cron", "old_pid": 31,
+                                             "new_pid": 77}]}
+    assert look(root)["stale"] == [] and pin(root, "Europe/Paris")["changes"] == {}
+    assert svc.restarts == [["cron.service"]]
+
+
+def test_pin_reports_a_daemon_that_survives_its_restart(root, monkeypatch):
+    """The incident's 'service cron stop did not even stop the old cron'."""
+    debian(root, localtime="Europe/Paris", timezone="Europe/Paris")
+    svc = FakeServices(monkeypatch, {"cron.service": ("cron", 31)}, survive=True)
+    ret = pin(root, "Europe/Paris", test=True)
+    assert ret["result"] is None
+    assert ret["changes"] == {"restarted": [{"unit": "cron.service", "program": "cron", "old_pid": 31,
+                                             "new_pid": None}]}
+    assert svc.restarts == []
+    ret = pin(root, "Europe/Paris", timeout=1)
+    assert svc.restarts == [["cron.service"]]
+    assert ret["result"] is False
+    assert "cron PID 31 survived its restart" in ret["comment"]
+    assert "restarted cron.service" not in ret["comment"]
+    assert ret["changes"]["restarted"] == [{"unit": "cron.service", "program": "cron", "old_pid": 31, "new_pid": 31}]
+
+
+def test_a_daemon_without_a_unit_is_named_not_restarted(root, monkeypatch):
+    debian(root, localtime="Europe/Paris", timezone="Europe/Paris")
+    svc = FakeServices(monkeypatch, {"cron.service": ("cron", 31)})
+    real_read = tz.read
+
+    def read(host, opts_, quick=False):
+        facts = real_read(host, opts_, quick)
+        facts.units = None  # no systemd
+        return facts
+
+    monkeypatch.setattr(tz, "read", read)
+    ret = pin(root, "Europe/Paris")
+    assert (ret["result"], ret["changes"]) == (False, {})
+    assert "not restarted (no systemd unit" in ret["comment"] and "cron PID 31" in ret["comment"]
+    assert svc.restarts == []
+
+
+def test_pid1_tz_is_reported_not_hidden(root):
+    debian(root, localtime="Etc/UTC", timezone="Etc/UTC")
+    (root.proc / "1/environ").write_bytes(b"TZ=Asia/Shanghai\0")
+    ret = pin(root, "Etc/UTC")
+    assert ret["result"] is False
+    assert "PID 1 runs with TZ=Asia/Shanghai" in ret["comment"] and "reboot" in ret["comment"]
+
+
+def test_restarts_and_writes_go_through_the_shared_homes():
+    for name in ("subprocess", "shutil", "restart_units", "wait_gone", "atomic_write", "atomic_symlink",
+                 "_install", "timedatectl_zone", "ConfigError"):
+        assert not hasattr(tz, name), name
+    source = inspect.getsource(tz)
+    assert "import subprocess" not in source and "shutil" not in source and "open(" not in source
+
+
+# --- the grain and the witness --------------------------------------------------
 
 
 def test_grain_is_cheap_and_never_walks_zoneinfo(root, monkeypatch):
     (root.etc / "localtime").write_bytes(SHANGHAI)
     (root.etc / "timezone").write_text("Etc/UTC\n")
     monkeypatch.setattr(tz, "all_zones", lambda *a: pytest.fail("grain walked zoneinfo"))
-    monkeypatch.setattr(tz, "timedatectl_zone", lambda *a: pytest.fail("grain ran timedatectl"))
-    assert tz.grain(**root.kw) == {"zone": "Asia/Shanghai", "consistent": False}
+    monkeypatch.setattr(hs, "timedatectl_zone", lambda *a, **k: pytest.fail("grain ran timedatectl"))
+    monkeypatch.setattr(hs, "run", lambda *a, **k: pytest.fail("grain ran a subprocess"))
+    monkeypatch.setattr(hc.Host, "snapshot", lambda self: pytest.fail("grain scanned processes"))
+    o = opts()
+
+    def grain():
+        return tz.summarise(hc.diagnose(tz, root.host(), o, quick=True))
+
+    assert grain() == {"zone": "Asia/Shanghai", "consistent": False}
     start = time.perf_counter()
     for _ in range(20):
-        tz.grain(**root.kw)
+        grain()
     assert (time.perf_counter() - start) / 20 < 0.005
 
 
 def test_timedatectl_is_a_witness_not_a_source(root, monkeypatch):
     (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Asia/Shanghai")
     (root.run / "systemd/system").mkdir(parents=True)
-    monkeypatch.setattr(tz, "timedatectl_zone", lambda *a: "Etc/UTC")  # a timedated that cached
-    a = analysis(root)
-    assert a.consistent is True and a.sources["timedatectl"]["zone"] == "Etc/UTC"
-    assert any("systemd-timedated keeps the zone" in n for n in a.notes)
-    monkeypatch.setattr(tz, "timedatectl_zone", lambda *a: "PRC")
-    assert analysis(root).notes == []
-
-
-def test_pin_reports_a_daemon_that_survives_its_restart(root, monkeypatch):
-    """The incident's 'service cron stop did not even stop the old cron'."""
-    (root.etc / "debian_version").write_text("12.0\n")
-    (root.etc / "localtime").symlink_to("../usr/share/zoneinfo/Europe/Paris")
-    (root.etc / "timezone").write_text("Europe/Paris\n")
-    srcs = sources(root)
-    old_cron = daemon(31, srcs.changed_at - 3600)
-    units = {"cron.service": {"MainPID": 31}}
-    results = itertools.repeat(tz.analyse(srcs, [old_cron], units=units))
-    monkeypatch.setattr(tz, "diagnose", lambda *a, **k: next(results))
-    restarted = []
-    monkeypatch.setattr(tz, "restart_units", lambda u, timeout: restarted.extend(u) or {x: None for x in u})
-    monkeypatch.setattr(tz, "wait_gone", lambda ids, timeout, proc_root: list(ids))  # nothing died
-
-    result, changes, comment = tz.pin("Europe/Paris", test=True, run_root=str(root.run), **root.kw)
-    assert result is None and changes == {"restart": [{"unit": "cron.service", "program": "cron", "pid": 31}]}
-    assert restarted == []
-    result, changes, comment = tz.pin("Europe/Paris", timeout=1, run_root=str(root.run), **root.kw)
-    assert restarted == ["cron.service"]
-    assert result is False
-    assert "cron PID 31 survived its restart" in comment
-    assert changes["restarted"] == [{"unit": "cron.service", "program": "cron", "old_pid": 31, "new_pid": 31}]
+    monkeypatch.setattr(hs, "timedatectl_zone", lambda *a, **k: "Etc/UTC")  # a timedated that cached
+    a = look(root)
+    assert a["consistent"] is True and a["sources"]["timedatectl"]["zone"] == "Etc/UTC"
+    assert any("systemd-timedated keeps the zone" in n for n in a["notes"])
+    monkeypatch.setattr(hs, "timedatectl_zone", lambda *a, **k: "PRC")
+    assert look(root)["notes"] == []
