@@ -270,9 +270,12 @@ def _daemon_key(snap, proc, daemons):
     return prog.name, tuple(sorted(opts.items())), proc.ns("pid"), proc.ns("mnt")
 
 
-def _managed(snap, root, units):
+def _managed(snap, root, units, leaked):
     """True when a live manager owns the tree at ``root``: its parent is a
-    supervisord, or it runs in the current run of an active unit."""
+    supervisord, or it runs in the current run of an active unit; never a
+    copy inside a tree another rule reports as leaked."""
+    if root in leaked:
+        return False
     proc = snap.procs[root]
     if _is_supervisor(snap.procs.get(proc.ppid)):
         return True
@@ -285,8 +288,9 @@ def _managed(snap, root, units):
     return False
 
 
-def _duplicates(snap, roots, units, daemons):
-    """``{root: (program, twin or None, [other copies])}`` of duplicated daemons."""
+def _duplicates(snap, roots, units, daemons, leaked=frozenset()):
+    """``{root: (program, twin or None, [other copies])}`` of duplicated daemons;
+    ``leaked``: pids in trees already reported as leaked (never managed)."""
     groups = {}
     for proc in roots:
         key = _daemon_key(snap, proc, daemons)
@@ -296,7 +300,7 @@ def _duplicates(snap, roots, units, daemons):
     for key, copies in groups.items():
         if len(copies) < 2:
             continue
-        managed = [r for r in copies if _managed(snap, r, units)]
+        managed = [r for r in copies if _managed(snap, r, units, leaked)]
         twin = managed[0] if len(managed) == 1 else None
         for root in copies:
             if root != twin:
@@ -318,7 +322,8 @@ def _rules(facts, daemons):
                 hits[root][1]["unit"] = unit
             else:
                 hits[root] = ("unit-leftover", {"unit": unit, "unit_state": why})
-    for root, (prog, twin, others) in _duplicates(snap, roots, facts.units, daemons).items():
+    leaked = {pid for root in hits for pid in [root] + snap.descendants(root)}
+    for root, (prog, twin, others) in _duplicates(snap, roots, facts.units, daemons, leaked).items():
         if root in hits:
             hits[root][1]["duplicate_of"] = twin
         else:
@@ -492,9 +497,11 @@ def plan(diag, args):
     for f in chosen:
         # a tree holding this job is reaped whole, after the job returned
         ids = members(snap, f, {1} if f["contains_self"] else protected)
+        twin = f.get("duplicate_of")
+        twin_tree = set([twin] + snap.descendants(twin)) if twin in snap.procs else set()
         if ids:
             items.append({"finding": f, "pids": ids, "contains_self": f["contains_self"],
-                          "never": sorted(protected)})
+                          "never": sorted((({1} if f["contains_self"] else protected) | twin_tree))})
     held = [f for f in diag.findings if f["reap"] == "when-named" and f not in chosen]
     notes = ["Left alone (name it in match to reap it): {} (root {}): {}".format(
         f["program"], f["root"], f["held"]) for f in held]

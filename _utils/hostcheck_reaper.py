@@ -105,11 +105,13 @@ def wait_gone(identities, timeout, proc_root="/proc", poll=0.05, kernel=None):
 
 
 def _new_children(members, kernel, never):
-    """Children forked by tree members since the plan was made (they belong to the tree)."""
+    """Children forked by tree members since the plan was made (they belong
+    to the tree). Only members still alive as diagnosed are expanded: the
+    children of a reused PID belong to someone else."""
     children = kernel.children()
     have = {pid for pid, _ in members}
     found = []
-    queue = list(have)
+    queue = [pid for pid, st in members if kernel.same(pid, st)]
     while queue:
         parent = queue.pop()
         for child, st in children.get(parent, ()):
@@ -170,12 +172,13 @@ def spawn_deferred(plans, timeout, proc_root="/proc", grace=2.0, wait_limit=120.
     A detached helper (own session, so it is not part of the tree once this
     process exits) waits until this process is gone, then reaps the planned
     identities exactly as :func:`reap` does. ``plans`` is a list of
-    ``{"pids": [[pid, starttime], ...]}``. Returns the helper's PID.
+    ``{"pids": [[pid, starttime], ...], "never": [pid, ...]}``. Returns the
+    helper's PID.
     """
     me = os.getpid()
     stat = hostcheck_proc.parse_stat(hostcheck_proc.read_bytes("{}/{}/stat".format(proc_root, me)))
     payload = {
-        "plans": [{"pids": p["pids"]} for p in plans],
+        "plans": [{"pids": p["pids"], "never": sorted(p.get("never", ()))} for p in plans],
         "timeout": timeout,
         "proc_root": proc_root,
         "grace": grace,
@@ -205,7 +208,8 @@ def deferred_main(payload):
     time.sleep(payload["grace"])
     me = os.getpid()
     for item in payload["plans"]:
-        reap(item["pids"], timeout=payload["timeout"], proc_root=proc_root, never=(1, me))
+        reap(item["pids"], timeout=payload["timeout"], proc_root=proc_root,
+             never=set(item.get("never", ())) | {1, me})
 
 
 class Busy(Exception):
