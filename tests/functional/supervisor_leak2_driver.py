@@ -99,10 +99,27 @@ def leak_once(top):
     return child, new_top
 
 
-def concurrent_reapers():
-    cmd = [pidns_driver.SALT_CALL, "--local", "-c", os.path.join(WORK, "conf"), "--out=json", "-l", "quiet",
-           "state.single", "hostcheck.orphans_reaped", "name=leaks", "timeout=2"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+def second_minion():
+    """A second masterless minion on the same host (own cache, same files),
+    as a leaked and a managed minion are; returns its config dir."""
+    conf2 = os.path.join(WORK, "conf2")
+    os.makedirs(conf2, exist_ok=True)
+    with open(os.path.join(WORK, "conf", "minion")) as fh:
+        text = fh.read()
+    pidns_driver.write(os.path.join(conf2, "minion"), text.replace(
+        "cachedir: {}/cache".format(WORK), "cachedir: {}/cache2".format(WORK)).replace(
+        "sock_dir: {}/sock".format(WORK), "sock_dir: {}/sock2".format(WORK)))
+    subprocess.run([pidns_driver.SALT_CALL, "--local", "-c", conf2, "-l", "quiet", "saltutil.sync_all"],
+                   capture_output=True, check=False)
+    return conf2
+
+
+def concurrent_reapers(conf2):
+    """Two reapers at once, from two minions on one host."""
+    procs = [subprocess.Popen([pidns_driver.SALT_CALL, "--local", "-c", conf, "--out=json", "-l", "quiet",
+                               "state.single", "hostcheck.orphans_reaped", "name=leaks", "timeout=2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for conf in (os.path.join(WORK, "conf"), conf2)]
     out = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=120)
@@ -136,9 +153,10 @@ def main():
     report["still_running"] = info()["pid"] == new_top
     report["second_apply"] = pidns_driver.salt_call("state.single", "hostcheck.orphans_reaped", "name=leaks")
     # two reapers at once on a second leftover
+    conf2 = second_minion()
     orphan2, top3 = leak_once(new_top)
     report["orphan2"] = orphan2
-    report["concurrent"] = concurrent_reapers()
+    report["concurrent"] = concurrent_reapers(conf2)
     report["orphan2_alive"] = pidns_driver.alive(orphan2)
     report["after_concurrent"] = {"supervisord": pidns_driver.alive(supervisord.pid), "top": pidns_driver.alive(top3)}
     print("REPORT " + json.dumps(report))
