@@ -30,7 +30,7 @@ The processes (``--procs`` in all, init included):
 Timed (``--repeat`` runs each, interleaved; medians compared):
 
 ``floor``         listdir ``/proc`` + ``readlink exe`` + read all of ``maps`` of every process
-``hostcheck``     ``hostcheck_deleted.diagnose()`` in-process
+``hostcheck``     ``hostcheck_check.diagnose(hostcheck_deleted)`` in-process (read + analyse)
 ``needrestart``   ``needrestart -b -l -v -r l`` as a whole process (list only, never restarts)
 ``restartcheck``  Salt's ``restartcheck.restartcheck`` in-process (through the Salt loader)
 
@@ -197,6 +197,7 @@ def timed(fn):
 
 def inner_main(args):
     sys.path.insert(0, os.path.join(ROOT, "_utils"))
+    import hostcheck_check  # noqa: PLC0415
     import hostcheck_deleted  # noqa: PLC0415
 
     pids = build(args.procs)
@@ -204,8 +205,10 @@ def inner_main(args):
     nr_cmd = needrestart_cmd()
     rc = salt_restartcheck("/mnt/salt")
 
+    opts = hostcheck_check.options(hostcheck_deleted)
+
     def hostcheck():
-        return hostcheck_deleted.diagnose()[0]
+        return hostcheck_check.diagnose(hostcheck_deleted, hostcheck_check.Host(), opts).findings
 
     benches = {"floor": floor, "hostcheck": hostcheck}
     if nr_cmd:

@@ -16,6 +16,7 @@ import pidns_driver  # same argv: REPO WORK SALT_CALL
 
 REPO, WORK = pidns_driver.REPO, pidns_driver.WORK
 sys.path.insert(0, os.path.join(REPO, "_utils"))
+import hostcheck_check  # noqa: E402
 import hostcheck_deleted  # noqa: E402
 
 MEMFD = """\
@@ -56,12 +57,12 @@ def main():
     os.unlink("/mnt/hc/bin/old-daemon")
     os.unlink("/mnt/hc/lib/libhc-old.so")
 
-    findings, scanned = hostcheck_deleted.diagnose()
+    diag = hostcheck_check.diagnose(hostcheck_deleted)  # read + analyse, as the module and the state run it
     report = {
         "pids": {"daemon": daemon.pid, "preload": preload.pid, "memfd": memfd.pid, "healthy": healthy.pid},
         "memfd_maps": [l for l in open("/proc/{}/maps".format(memfd.pid)) if "memfd:" in l],
-        "findings": findings,
-        "processes": scanned,
+        "findings": diag.findings,
+        "processes": diag.details["processes"],
     }
     pidns_driver.setup_minion()
     report["salt"] = pidns_driver.salt_call("hostcheck.deleted_binaries")

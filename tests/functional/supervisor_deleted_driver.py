@@ -48,8 +48,8 @@ CONF = textwrap.dedent("""\
 
 
 def rpc():
-    from hostcheck_supervisor import proxy  # the module under test's own client, read-only use here
-    server, why = proxy("unix://" + SOCK)
+    from hostcheck_service import supervisor_proxy  # the module under test's own client, read-only use here
+    server, why = supervisor_proxy("unix://" + SOCK)
     assert server is not None, why
     return server
 
