@@ -487,14 +487,6 @@ def _daemon_root(snap, proc):
     return parent is not None and parent.ppid == 0
 
 
-def _names_by_args(exe):
-    """True when :func:`hostcheck_ident.identify` needs the arguments to
-    name what ``exe`` runs (an interpreter, a shell, busybox); a native
-    binary is named by its executable alone, so its ``cmdline`` is not read."""
-    base = os.path.basename(_clean(exe))
-    return base == "busybox" or hostcheck_ident.family_of(base) is not None
-
-
 def _with_owners(snap, records):
     """Add what the owner rules need to each record: cgroup, provenance
     (``SUPERVISOR_*`` keys only) and, where they name the program, the
@@ -504,7 +496,7 @@ def _with_owners(snap, records):
         rec["cgroup"] = proc.cgroup
         rec["provenance"] = dict(proc.provenance())
         if rec["argv"] is None:
-            rec["argv"] = proc.cmdline if _names_by_args(rec["exe"]) else []
+            rec["argv"] = proc.cmdline if hostcheck_ident.needs_args(rec["exe"]) else []
     return records
 
 

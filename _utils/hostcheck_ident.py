@@ -196,6 +196,15 @@ def identify(exe, argv):
     return Program(name, clean if trusted else None, family, script, argv[after:], trusted)
 
 
+def needs_args(exe):
+    """True when :func:`identify` needs the arguments to name what ``exe``
+    runs (an interpreter, a shell, busybox); a native binary is named by its
+    executable alone, so a caller may skip reading its ``cmdline``."""
+    clean = exe[: -len(DELETED)] if exe and exe.endswith(DELETED) else (exe or "")
+    base = os.path.basename(clean)
+    return not base or base == "busybox" or family_of(base) is not None
+
+
 def is_daemon(program, name):
     """True when ``program`` is the daemon ``name``: the same name from a
     trusted executable, and never a shell script of that name (an init

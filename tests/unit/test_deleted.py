@@ -11,7 +11,6 @@ import hostcheck_check as hc
 import hostcheck_config as hcfg
 import hostcheck_deleted as hd
 import hostcheck_proc as hp
-import hostcheck_reboot as hr
 import hostcheck_service as hs
 from tests.fakes import fake_proc_root, forbid_host_access, make_proc
 
@@ -593,39 +592,6 @@ def test_owning_packages_rpm_matches_names_to_paths_whatever_the_stream_order():
     assert got == {} and "owners not matched" in note
     got, note = hd.owning_packages(["/a"], runner=lambda cmd, timeout: (False, "rpm timed out after 60 s"), which=rpm)
     assert got == {} and "timed out" in note
-
-
-# ---- reboot_required --------------------------------------------------------
-
-
-def test_kernel_version_ordering():
-    order = ["5.10.0-9-amd64", "5.10.0-28-amd64", "6.1.0-9-amd64", "6.1.0-30-amd64", "6.9.0", "6.10.0"]
-    assert sorted(reversed(order), key=hr.version_key) == order
-    assert hr.version_key("5.14.0-427.el9.x86_64") < hr.version_key("5.14.0-503.11.1.el9_5.x86_64")
-
-
-def test_installed_kernels_and_verdict(tmp_path):
-    boot = tmp_path / "boot"
-    mods = tmp_path / "modules"
-    boot.mkdir()
-    for rel in ("6.1.0-28-amd64", "6.1.0-30-amd64"):
-        (boot / ("vmlinuz-" + rel)).write_text("")
-        (mods / rel).mkdir(parents=True)
-    (mods / "6.1.0-10-amd64").mkdir()  # leftover of a removed kernel
-    run = tmp_path / "run"
-    run.mkdir()
-    installed = hr.installed_kernels(str(boot), str(mods))
-    assert installed == ["6.1.0-28-amd64", "6.1.0-30-amd64"]
-    v = hr.judge("6.1.0-28-amd64", installed, *hr.read_flag(str(run)))
-    assert v["required"] is True and v["newest"] == "6.1.0-30-amd64"
-    assert "older than the newest installed 6.1.0-30-amd64" in v["reasons"][0]
-    assert hr.judge("6.1.0-30-amd64", installed, False, [])["required"] is False
-    (run / "reboot-required").write_text("*** System restart required ***\n")
-    (run / "reboot-required.pkgs").write_text("libc6\nlibc6\ndbus\n")
-    v = hr.judge("6.1.0-30-amd64", installed, *hr.read_flag(str(run)))
-    assert v["required"] is True and v["reasons"] == ["the distribution's reboot-required flag is set (by dbus, libc6)"]
-    # a container: no kernels in /boot, only the flag counts
-    assert hr.judge("6.1.0-30-amd64", [], False, [])["required"] is False
 
 
 # ---- the restart plan ---------------------------------------------------------

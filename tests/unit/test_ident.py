@@ -72,3 +72,9 @@ def test_is_daemon_needs_the_binary_not_a_script_of_that_name():
 ])
 def test_option_values(args, opts, found):
     assert hi.option_values(args, opts) == found
+
+
+def test_needs_args_only_for_interpreters_shells_and_busybox():
+    assert hi.needs_args("/usr/bin/python3.11") and hi.needs_args("/bin/dash") and hi.needs_args("/bin/busybox")
+    assert hi.needs_args("/usr/bin/java (deleted)") and hi.needs_args(None)
+    assert not hi.needs_args("/usr/sbin/cron") and not hi.needs_args("/usr/sbin/cron (deleted)")
