@@ -171,7 +171,7 @@ def test_cron_job_surviving_a_cron_restart_is_never_reaped_by_default(systemd_co
 def test_exec_a_decoy_is_not_a_duplicate_cron(systemd_container):
     c = systemd_container
     c.run("setsid -f bash -c 'exec -a cron sleep 5000' </dev/null >/dev/null 2>&1")
-    c.run("setsid -f sh -c 'exec -a /usr/sbin/cron sleep 5001' </dev/null >/dev/null 2>&1")
+    c.run("setsid -f bash -c 'exec -a /usr/sbin/cron sleep 5001' </dev/null >/dev/null 2>&1")
     assert _wait(lambda: _pids(c, "cron 5000") and _pids(c, "/usr/sbin/cron 5001"))
     decoys = _pids(c, "cron 5000") + _pids(c, "/usr/sbin/cron 5001")
     diag = c.salt_call("hostcheck.orphans")
