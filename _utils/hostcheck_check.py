@@ -135,13 +135,15 @@ class Host:
     check of one run."""
 
     def __init__(self, proc_root="/proc", etc_root="/etc", run_root="/run",
-                 zoneinfo="/usr/share/zoneinfo", boot="/boot", modules="/lib/modules"):
+                 zoneinfo="/usr/share/zoneinfo", boot="/boot", modules="/lib/modules",
+                 cgroup_root="/sys/fs/cgroup"):
         self.proc_root = proc_root
         self.etc_root = etc_root
         self.run_root = run_root
         self.zoneinfo = zoneinfo
         self.boot = boot
         self.modules = modules
+        self.cgroup_root = cgroup_root
         self._snap = None
 
     def snapshot(self):
@@ -156,7 +158,8 @@ class Host:
 
     def fresh(self):
         """The same roots, no snapshot yet (for verification after acting)."""
-        return type(self)(self.proc_root, self.etc_root, self.run_root, self.zoneinfo, self.boot, self.modules)
+        return type(self)(self.proc_root, self.etc_root, self.run_root, self.zoneinfo, self.boot, self.modules,
+                          self.cgroup_root)
 
     @staticmethod
     def euid():
