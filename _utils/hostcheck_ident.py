@@ -192,7 +192,11 @@ def identify(exe, argv):
     elif kind in ("module", "class") and value:
         name = value
     else:
-        name = base  # a snippet (-c/-e) or an interactive interpreter
+        # a snippet (-c/-e) or an interactive interpreter: the name it was
+        # called by (sh for dash, python3 for python3.11) when argv[0] names
+        # the same interpreter family, else the executable's
+        called = os.path.basename(argv[0]).lstrip("-")
+        name = called if family_of(called) == family else base
     return Program(name, clean if trusted else None, family, script, argv[after:], trusted)
 
 

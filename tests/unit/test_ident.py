@@ -29,7 +29,9 @@ import hostcheck_ident as hi
     ("/usr/lib/jvm/bin/java", ["java", "-cp", "a:b", "org.x.Main"], "org.x.Main", None, "java"),
     ("/usr/bin/dash", ["/bin/sh", "/etc/init.d/salt-minion", "status"], "salt-minion",
      "/etc/init.d/salt-minion", "shell"),
-    ("/usr/bin/bash", ["/bin/sh", "-c", "exec salt-minion"], "bash", None, "shell"),
+    ("/usr/bin/bash", ["/bin/sh", "-c", "exec salt-minion"], "sh", None, "shell"),
+    ("/usr/bin/dash", ["salt-minion", "-c", "x"], "dash", None, "shell"),  # argv0 no interpreter: exe
+    ("/usr/bin/python3.11", ["python3", "-c", "x"], "python3", None, "python"),
     ("/usr/bin/sleep", ["salt-minion", "5000"], "sleep", None, None),
     ("/usr/sbin/cron (deleted)", ["/usr/sbin/cron", "-f"], "cron", None, None),
     ("/bin/busybox", ["crond", "-f"], "crond", None, None),
