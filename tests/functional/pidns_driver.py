@@ -54,6 +54,67 @@ def setup_minion(extra=""):
     return salt_call("saltutil.sync_all")
 
 
+SUPERVISOR_DIR = "/mnt/hc"
+SUPERVISOR_SOCK = SUPERVISOR_DIR + "/supervisor.sock"
+SUPERVISORD_CONF = textwrap.dedent("""\
+    [unix_http_server]
+    file={sock}
+    chmod=0700
+
+    [supervisord]
+    nodaemon=true
+    logfile={dir}/supervisord.log
+    pidfile={dir}/supervisord.pid
+
+    [rpcinterface:supervisor]
+    supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+    [supervisorctl]
+    serverurl=unix://{sock}
+
+    """).format(sock=SUPERVISOR_SOCK, dir=SUPERVISOR_DIR)
+
+
+def mount_scratch():
+    """A tmpfs on /mnt (this namespace's own mount) with ``/mnt/hc/bin``."""
+    subprocess.run(["mount", "-t", "tmpfs", "hc-test", "/mnt"], check=True)
+    os.makedirs(SUPERVISOR_DIR + "/bin")
+
+
+def start_supervisord(programs):
+    """A real supervisord (supervisor from the test virtualenv) running
+    ``programs`` (``[program:x]`` sections), its socket in /mnt/hc."""
+    write(SUPERVISOR_DIR + "/supervisord.conf", SUPERVISORD_CONF + textwrap.dedent(programs))
+    return subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "supervisord"),
+                             "-c", SUPERVISOR_DIR + "/supervisord.conf"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def supervisor_info(program):
+    """``getProcessInfo`` through hostcheck's own client (read-only use)."""
+    if os.path.join(REPO, "_utils") not in sys.path:
+        sys.path.insert(0, os.path.join(REPO, "_utils"))
+    from hostcheck_service import supervisor_proxy  # pylint: disable=import-outside-toplevel
+    server, why = supervisor_proxy("unix://" + SUPERVISOR_SOCK, timeout=10)
+    assert server is not None, why
+    return server.supervisor.getProcessInfo(program)
+
+
+def wait_running(program, not_pid=None, limit=30):
+    """PID of ``program`` once supervisord says RUNNING (and not ``not_pid``)."""
+    import xmlrpc.client  # pylint: disable=import-outside-toplevel
+    deadline = time.time() + limit
+    while True:
+        try:
+            state = supervisor_info(program)
+            if state["statename"] == "RUNNING" and state["pid"] and state["pid"] != not_pid:
+                return state["pid"]
+        except (OSError, xmlrpc.client.Error, AssertionError):
+            pass
+        assert time.time() < deadline, "supervisord did not (re)start " + program
+        time.sleep(0.2)
+
+
 def write(path, text):
     with open(path, "w") as fh:
         fh.write(text)

@@ -11,51 +11,21 @@ namespace.
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
-import time
-import xmlrpc.client
 
 import pidns_driver  # same argv: REPO WORK SALT_CALL
 
 REPO, WORK = pidns_driver.REPO, pidns_driver.WORK
-VENV_BIN = os.path.dirname(sys.executable)  # supervisord from the test virtualenv, whatever Salt runs the state
-SOCK = "/mnt/hc/supervisor.sock"
-BIN = "/mnt/hc/bin/svc-daemon"
-
-CONF = textwrap.dedent("""\
-    [unix_http_server]
-    file={sock}
-    chmod=0700
-
-    [supervisord]
-    nodaemon=true
-    logfile=/mnt/hc/supervisord.log
-    pidfile=/mnt/hc/supervisord.pid
-
-    [rpcinterface:supervisor]
-    supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-    [supervisorctl]
-    serverurl=unix://{sock}
-
+BIN = pidns_driver.SUPERVISOR_DIR + "/bin/svc-daemon"
+PROGRAM = """\
     [program:svc]
     command={bin} 600
     startsecs=1
     stopsignal=TERM
-    """).format(sock=SOCK, bin=BIN)
-
-
-def rpc():
-    from hostcheck_service import supervisor_proxy  # the module under test's own client, read-only use here
-    server, why = supervisor_proxy("unix://" + SOCK)
-    assert server is not None, why
-    return server
+    """.format(bin=BIN)
 
 
 def info():
-    return rpc().supervisor.getProcessInfo("svc:svc")
+    return pidns_driver.supervisor_info("svc:svc")
 
 
 def main():
@@ -63,22 +33,10 @@ def main():
     # no supervisorctl (or anything else from the virtualenv) on PATH: the
     # state must reach supervisord through its socket
     os.environ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
-    sys.path.insert(0, os.path.join(REPO, "_utils"))
-    subprocess.run(["mount", "-t", "tmpfs", "hc-test", "/mnt"], check=True)
-    os.makedirs("/mnt/hc/bin")
+    pidns_driver.mount_scratch()
     shutil.copy2("/bin/sleep", BIN)
-    pidns_driver.write("/mnt/hc/supervisord.conf", CONF)
-    supervisord = subprocess.Popen([os.path.join(VENV_BIN, "supervisord"), "-c", "/mnt/hc/supervisord.conf"],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while True:
-        try:
-            if info()["statename"] == "RUNNING":
-                break
-        except (OSError, xmlrpc.client.Error, AssertionError):
-            pass
-        assert time.time() < deadline, "supervisord did not start svc"
-        time.sleep(0.2)
+    supervisord = pidns_driver.start_supervisord(PROGRAM)
+    pidns_driver.wait_running("svc:svc")
     before = info()["pid"]
     # the upgrade: a new file renamed over the old one; the program keeps the old inode
     shutil.copy2("/bin/sleep", BIN + ".new")

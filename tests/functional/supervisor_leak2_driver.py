@@ -16,55 +16,25 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
-import xmlrpc.client
 
 import pidns_driver  # same argv: REPO WORK SALT_CALL
 
 REPO, WORK = pidns_driver.REPO, pidns_driver.WORK
-VENV_BIN = os.path.dirname(sys.executable)
-SOCK = "/mnt/hc/supervisor.sock"
-
-CONF = textwrap.dedent("""\
-    [unix_http_server]
-    file={sock}
-    chmod=0700
-
-    [supervisord]
-    nodaemon=true
-    logfile=/mnt/hc/supervisord.log
-    pidfile=/mnt/hc/supervisord.pid
-
-    [rpcinterface:supervisor]
-    supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
+PROGRAM = """\
     [program:sleeper]
     command=/bin/sh -c '/bin/sh -c "exec sleep 901" & exec sleep 902'
     startsecs=1
     autorestart=true
-    """).format(sock=SOCK)
+    """
 
 
 def info():
-    from hostcheck_service import supervisor_proxy  # the module under test's own client, read-only use
-    server, why = supervisor_proxy("unix://" + SOCK, timeout=10)
-    assert server is not None, why
-    return server.supervisor.getProcessInfo("sleeper")
+    return pidns_driver.supervisor_info("sleeper")
 
 
-def wait_running(not_pid=None, limit=30):
-    deadline = time.time() + limit
-    while True:
-        try:
-            state = info()
-            if state["statename"] == "RUNNING" and state["pid"] and state["pid"] != not_pid:
-                return state["pid"]
-        except (OSError, xmlrpc.client.Error, AssertionError):
-            pass
-        assert time.time() < deadline, "supervisord did not (re)start sleeper"
-        time.sleep(0.2)
+def wait_running(not_pid=None):
+    return pidns_driver.wait_running("sleeper", not_pid)
 
 
 def children(pid):
@@ -133,12 +103,8 @@ def concurrent_reapers(conf2):
 def main():
     assert os.getpid() == 1, "must be PID 1 of its namespace"
     os.environ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
-    sys.path.insert(0, os.path.join(REPO, "_utils"))
-    subprocess.run(["mount", "-t", "tmpfs", "hc-test", "/mnt"], check=True)
-    os.makedirs("/mnt/hc")
-    pidns_driver.write("/mnt/hc/supervisord.conf", CONF)
-    supervisord = subprocess.Popen([os.path.join(VENV_BIN, "supervisord"), "-c", "/mnt/hc/supervisord.conf"],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pidns_driver.mount_scratch()
+    supervisord = pidns_driver.start_supervisord(PROGRAM)
     top = wait_running()
     orphan, new_top = leak_once(top)
     report = {"supervisord": supervisord.pid, "killed_top": top, "orphan": orphan, "new_top": new_top,
