@@ -40,32 +40,13 @@ sys.path.insert(0, os.path.join(REPO, "_utils"))
 
 import hostcheck_check  # noqa: E402
 import hostcheck_registry  # noqa: E402
+from orphans_bench import floor_scan  # noqa: E402  (one pass: stat, cmdline, cgroup)
 
 
 def cpu():
     s = resource.getrusage(resource.RUSAGE_SELF)
     c = resource.getrusage(resource.RUSAGE_CHILDREN)
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-
-
-def floor_scan(proc_root="/proc"):
-    flags = os.O_RDONLY | os.O_CLOEXEC
-    _open, _read, _close = os.open, os.read, os.close
-    for name in os.listdir(proc_root):
-        if not name.isdigit():
-            continue
-        base = proc_root + "/" + name
-        for leaf in ("/stat", "/cmdline", "/cgroup"):
-            try:
-                fd = _open(base + leaf, flags)
-            except OSError:
-                continue
-            try:
-                while len(_read(fd, 65536)) == 65536:
-                    pass
-            except OSError:
-                pass
-            _close(fd)
 
 
 def one_by_one():
