@@ -34,6 +34,23 @@ def test_orphans_through_master_returns_schema(salt_cli, salt_minion):
         assert f["severity"] in ("critical", "warning", "info")
 
 
+def test_report_through_master(salt_cli, salt_minion):
+    ret = salt_cli.run("hostcheck.report", minion_tgt=salt_minion.id)
+    assert ret.returncode == 0, ret
+    data = ret.data
+    assert set(data["checks"]) == {"orphans", "deleted_binaries", "reboot_required", "timezone"}
+    assert all(entry["error"] is None for entry in data["checks"].values()), data["checks"]
+    assert data["worst"] in ("critical", "warning", "info", "ok")
+    assert sum(e["count"] for e in data["checks"].values()) == len(data["findings"])
+    ranks = {"critical": 0, "warning": 1, "info": 2}
+    assert [ranks[f["severity"]] for f in data["findings"]] == sorted(ranks[f["severity"]] for f in data["findings"])
+    ret = salt_cli.run("hostcheck.report", "checks=timezone,reboot_required", "severity=critical",
+                       minion_tgt=salt_minion.id)
+    assert set(ret.data["checks"]) == {"timezone", "reboot_required"}
+    ret = salt_cli.run("hostcheck.report", "severity=loud", minion_tgt=salt_minion.id)
+    assert "severity must be one of critical, warning, info" in str(ret.data)
+
+
 def test_orphans_healthy_host_has_no_alarm(salt_cli, salt_minion):
     """The machine running the tests is healthy: nothing critical or warning."""
     ret = salt_cli.run("hostcheck.orphans", minion_tgt=salt_minion.id)
@@ -134,6 +151,12 @@ def test_pip_route_without_sync(tmp_path):
         check=True, capture_output=True, text=True, env=env, cwd=str(tmp_path),
     )
     assert json.loads(out.stdout)["local"]["orphans"]["count"] == 0
+    out = subprocess.run(
+        [salt_call, "--local", "-c", str(conf), "--out=json", "hostcheck.report"],
+        check=True, capture_output=True, text=True, env=env, cwd=str(tmp_path),
+    )
+    report = json.loads(out.stdout)["local"]
+    assert set(report["checks"]) == {"orphans", "deleted_binaries", "reboot_required", "timezone"}
     out = subprocess.run(
         [salt_call, "--local", "-c", str(conf), "--out=json", "state.single",
          "hostcheck.orphans_reaped", "name=x", "test=True"],
