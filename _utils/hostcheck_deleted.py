@@ -961,7 +961,7 @@ def _preview(sel):
     lines.extend("  {}: systemctl restart".format(u) for u in sel["units"])
     lines.extend("  {}: restart through its supervisord".format(p) for p in sel["supervisor"])
     if sel["self"]:
-        lines.append("  {}: restarted last, after this job returned".format(sel["self"]))
+        lines.append("  {}: last, about 10 s after this job returns".format(sel["self"]))
     return lines
 
 
