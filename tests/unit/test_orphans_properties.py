@@ -909,13 +909,11 @@ def run_reaper(world, mut, fake_clock=False):
         gone = sorted(p for p, s in given_ if not sim.same(p, s))
         alive_before = {(p, s) for p, s in given_ if sim.same(p, s)}
         trip = Tripwire(sim, fake_clock)
-        began = time.monotonic()
         with trip:
             out = hr.reap(ids, timeout=3 if fake_clock else 0, proc_root="/nonexistent", never=never,
                           poll=1 if fake_clock else 0, kernel=sim)
         calls.append(dict(call=call, phase=phase, item=it, never=set(never) | {1}, given=set(given_),
-                          out=out, gone=gone, alive_before=alive_before, sleeps=trip.sleeps,
-                          elapsed=time.monotonic() - began))
+                          out=out, gone=gone, alive_before=alive_before, sleeps=trip.sleeps))
 
     for it in direct:  # apply(): never = the plan's never and this very process
         reap(it, set(it["never"]) | ({world.self_pid} if world.self_pid is not None else set()), "direct")
@@ -977,8 +975,7 @@ def check_reaper(world, snap, sim, calls, confined):
         assert {p for p, _ in call["alive_before"]} <= ended, (out, call["alive_before"])
         for pid, st in call["alive_before"]:  # the reaper did end what it was given
             assert not sim.same(pid, st), (pid, out)
-        # no long sleeps: timeout=0/poll=0 never sleeps; the fake clock loop is bounded
-        assert call["elapsed"] < 2.0, call["elapsed"]
+        # no sleeps: timeout=0/poll=0 never sleeps (the recorder saw every one)
         if call["sleeps"] and not any(p.spawner or p.stubborn for p in sim_procs_ever(sim)):
             raise AssertionError(("slept with nothing stubborn", call["sleeps"]))
         COVER["signals"] += len(sent)

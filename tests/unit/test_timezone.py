@@ -6,7 +6,6 @@ import inspect
 import os
 import signal
 import stat
-import time
 
 import pytest
 
@@ -876,10 +875,7 @@ def test_grain_is_cheap_and_never_walks_zoneinfo(root, monkeypatch):
         return tz.summarise(hc.diagnose(tz, root.host(), o, quick=True))
 
     assert grain() == {"zone": "Asia/Shanghai", "consistent": False}
-    start = time.perf_counter()
-    for _ in range(20):
-        grain()
-    assert (time.perf_counter() - start) / 20 < 0.005
+    # how cheap it is in time is measured in bench/ (orphans_bench: the whole grain)
 
 
 def test_timedatectl_is_a_witness_not_a_source(root, monkeypatch):
