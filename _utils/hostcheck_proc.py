@@ -101,10 +101,6 @@ def _read_small(path):
         os.close(fd)
 
 
-def _decode(raw):
-    return raw.decode("utf-8", "surrogateescape") if raw is not None else None
-
-
 def parse_stat(raw):
     """Parse ``/proc/PID/stat`` bytes.
 
