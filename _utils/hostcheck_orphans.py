@@ -162,14 +162,16 @@ class Facts:
     """What :func:`read` collected: the snapshot (every field the rules look
     at already loaded), unit states, user names and the unit note."""
 
-    __slots__ = ("snap", "units", "users", "note", "euid")
+    __slots__ = ("snap", "units", "users", "note", "euid", "hits")
 
-    def __init__(self, snap, units=None, users=None, note=NOTE_NO_SYSTEMD, euid=0):
+    def __init__(self, snap, units=None, users=None, note=NOTE_NO_SYSTEMD, euid=0, hits=None):
         self.snap = snap
         self.units = units
         self.users = users or {}
         self.note = note
         self.euid = euid
+        #: the rules' hits, when read() already judged which roots to enrich
+        self.hits = hits
 
 
 def read(host, opts, quick=False):  # pylint: disable=unused-argument
@@ -191,7 +193,8 @@ def read(host, opts, quick=False):  # pylint: disable=unused-argument
         note = NOTE_NO_SYSTEMCTL
     facts = Facts(snap, units, note=note, euid=host.euid())
     # what only findings show: who runs them, and whether a person does
-    for root in _rules(facts, daemons):
+    facts.hits = _rules(facts, daemons)
+    for root in facts.hits:
         proc = snap.procs[root]
         proc.load(("uid", "loginuid", "cgroup"))
         if proc.uid is not None and proc.uid not in facts.users:
@@ -381,7 +384,7 @@ def analyse(facts, opts):
     """Judge the facts :func:`read` collected. Pure."""
     snap = facts.snap
     protected = hostcheck_reaper.protected(snap)
-    hits = _rules(facts, opts["daemons"])
+    hits = facts.hits if facts.hits is not None else _rules(facts, opts["daemons"])
     findings = hostcheck_check.by_severity(
         [_finding(facts, protected, root, code, detail) for root, (code, detail) in sorted(hits.items())])
     notes = [] if facts.units is not None else [facts.note]

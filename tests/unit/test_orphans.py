@@ -380,6 +380,8 @@ def test_read_on_fake_proc_then_pure_analyse_and_plan(tmp_path):
     opts = hc.options(ho)
     facts = ho.read(host, opts)
     assert facts.units["leaky.service"]["ActiveState"] == "inactive"
+    assert set(facts.hits) == {100, 500}
+    facts.hits = None  # judge again, every rule, with the host out of reach
     with host_access_forbidden():
         a = ho.analyse(facts, opts)
         p = plan(a)
