@@ -208,6 +208,70 @@ def timezone(daemons=None):
     return _diagnose("timezone", daemons=daemons)
 
 
+def logind(pile_warning=None, pile_critical=None, rss_warning_mb=None, rss_critical_mb=None):
+    """
+    Report logind sessions piling up, and what feeds the pile: closing
+    sessions kept alive by leftover processes, stale session files,
+    systemd-logind's memory, ``pam_systemd`` in a cron daemon's PAM stack,
+    and logind, dbus or PID 1 running a deleted binary.
+
+    Everything is read from files, never through the bus (a drowning logind
+    does not answer it): ``/run/systemd/sessions/*`` (the ``*.ref`` FIFOs
+    are never opened, nor anything that is not a regular file; values are
+    C-unescaped), ``/run/systemd/users/*``, the session scopes' cgroups,
+    ``/proc`` and ``/etc/pam.d``. Findings (``code``):
+
+    ``session-pileup``
+        The number of session files, by ``STATE`` and ``SERVICE``; warning
+        and critical by ``pile_warning`` and ``pile_critical`` (logind
+        refuses new sessions at 8192).
+    ``closing-leftovers``
+        One per ``SERVICE``: sessions whose leader is gone while their scope
+        still holds processes (they stay ``closing`` for ever); the
+        processes are in ``pids`` and named in ``programs``.
+    ``stale-session-files``
+        Files whose scope cgroup is gone (or empty) and whose leader is gone
+        or was reused (started after the session's ``REALTIME``); logind
+        drops them when it restarts, except the ``orphaned`` ones (users
+        logind does not track: it never loads them; delete them by hand).
+    ``logind-memory``
+        systemd-logind's resident memory, by ``rss_warning_mb`` and
+        ``rss_critical_mb``.
+    ``cron-pam-systemd``
+        ``pam_systemd`` in the PAM stack of ``crond``, ``cron`` or ``fcron``,
+        followed through ``include``, ``substack`` and ``@include``
+        (``chains`` shows the way); critical when the pile comes from cron.
+    ``deleted-dbus``, ``deleted-logind``, ``deleted-init``
+        The system bus (critical: reboot), logind or PID 1 run a deleted or
+        replaced binary.
+
+    Without systemd or logind there is a note and no finding.
+
+    pile_warning, pile_critical
+        Session files for a warning / critical (default 1024 / 4096).
+        Defaults to ``hostcheck:logind:pile_warning`` and
+        ``hostcheck:logind:pile_critical`` from config or pillar.
+    rss_warning_mb, rss_critical_mb
+        logind's memory in MB for a warning / critical (default 256 / 1024),
+        or ``hostcheck:logind:rss_warning_mb`` / ``rss_critical_mb``.
+
+    Returns ``{"sessions": N files, "closing": N sessions with leftovers,
+    "stale": N, "orphaned": N, "leftovers": N processes, "rss_mb": MB or
+    None, "by_state": {...}, "by_service": {...}, "graphical": [session
+    ids], "findings": [...], "notes": [...]}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' hostcheck.logind
+        salt '*' hostcheck.logind pile_warning=200 --out=json
+        salt '*' grains.get hostcheck:logind
+    """
+    return _diagnose("logind", pile_warning=pile_warning, pile_critical=pile_critical,
+                     rss_warning_mb=rss_warning_mb, rss_critical_mb=rss_critical_mb)
+
+
 def report(checks=None, severity=None):
     """
     Run every hostcheck check once and return all findings in one list,
@@ -219,7 +283,7 @@ def report(checks=None, severity=None):
 
     checks
         Names of the checks to run (a list, or one name; default: all of
-        orphans, deleted_binaries, reboot_required, timezone).
+        orphans, deleted_binaries, reboot_required, timezone, logind).
     severity
         The least severe finding to include: ``critical``, ``warning`` or
         ``info`` (default ``info``: everything).

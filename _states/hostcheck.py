@@ -179,3 +179,60 @@ def services_current(name, only=None, exclude=None, refuse=None, ignore=None):
               - postgresql*
     """
     return _remedy("deleted_binaries", name, only=only, exclude=exclude, refuse=refuse, ignore=ignore)
+
+
+def logind_clean(name, closing=None, older_than=None, cron_pam=None):
+    """
+    Clean what ``hostcheck.logind`` reports, without the bus and without
+    ending any live session:
+
+    - **Stale session files**: ``systemctl restart systemd-logind`` (never
+      stop-then-start, which ends every session; refused while a graphical
+      session runs, or when a restart now would hit logind's start limit).
+      logind drops the files whose scope is gone when it starts. Verified:
+      those files are gone, the pile shrank and, when logind's memory was
+      over its warning threshold, it dropped; ``result: False`` otherwise.
+    - **Closing sessions kept alive by leftovers**: left alone (and listed in
+      the comment) unless ``closing`` names their ``SERVICE``; then their
+      leftover processes are frozen, sent SIGTERM and, after 10 s, SIGKILL,
+      each identity (PID and start time) checked again before every signal.
+      Never a session whose leader runs, never the minion's own session,
+      ancestors or PID 1.
+    - **cron's PAM stack**: with ``cron_pam: remove``, ``pam_systemd`` is
+      taken out of the cron daemon's own file (``/etc/pam.d/crond`` or
+      ``/etc/pam.d/cron``): the lines it includes from a shared file
+      (``password-auth``, ``common-session-noninteractive``) are copied in
+      without ``pam_systemd``, every other line is kept, and the shared
+      files, which other services include, are not touched. The new stack
+      is checked rule for rule before the atomic write; a jump
+      (``[success=N]``) over ``pam_systemd`` or a ``substack`` is refused.
+      The exact diff is in ``changes``. Default ``keep``: only reported.
+
+    When dbus runs a deleted binary nothing is done: logind talks to
+    everything through the bus and dbus cannot be restarted safely, so the
+    comment says reboot. dbus is never restarted.
+
+    name
+        An ID for the state; not used otherwise.
+    closing
+        Glob or list of globs of session ``SERVICE`` names (``crond``,
+        ``cron``, ``su*``) whose closing sessions' leftovers are reaped.
+    older_than
+        Only sessions older than this many seconds (default: any age).
+    cron_pam
+        ``keep`` (default) or ``remove``.
+
+    ``changes``: ``pam`` (``{path: {"diff": ...}}``), ``reaped``
+    (``[{session, service, user, pids}]``), ``restarted``
+    (``["systemd-logind.service"]``) and ``stale_files`` (``{"old": N,
+    "new": N}``); ``test=True`` reports the same keys and changes nothing.
+
+    .. code-block:: yaml
+
+        clean logind:
+          hostcheck.logind_clean:
+            - closing: [crond, cron]
+            - older_than: 3600
+            - cron_pam: remove
+    """
+    return _remedy("logind", name, closing=closing, older_than=older_than, cron_pam=cron_pam)

@@ -15,6 +15,7 @@ import logging
 import hostcheck_check
 import hostcheck_config
 import hostcheck_deleted
+import hostcheck_logind
 import hostcheck_orphans
 import hostcheck_reboot
 import hostcheck_timezone
@@ -22,7 +23,7 @@ import hostcheck_timezone
 log = logging.getLogger(__name__)
 
 #: every check, in report order
-CHECKS = (hostcheck_orphans, hostcheck_deleted, hostcheck_reboot, hostcheck_timezone)
+CHECKS = (hostcheck_orphans, hostcheck_deleted, hostcheck_reboot, hostcheck_timezone, hostcheck_logind)
 BY_NAME = {c.NAME: c for c in CHECKS}
 
 

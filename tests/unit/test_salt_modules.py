@@ -56,7 +56,7 @@ def test_every_public_function_has_a_cli_example():
     mod = load("_modules")
     public = [n for n, f in inspect.getmembers(mod, inspect.isfunction)
               if not n.startswith("_") and f.__module__ == mod.__name__]
-    assert set(public) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "report"}
+    assert set(public) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind", "report"}
     for name in public:
         doc = getattr(mod, name).__doc__
         assert "CLI Example:" in doc and ".. code-block:: bash" in doc, name
@@ -118,7 +118,7 @@ def test_state_bad_arguments_change_nothing(leaked_host):
 def test_grain_from_the_registry(leaked_host):
     grains = load("_grains", {"hostcheck": {"orphans": {"daemons": {"worker": {}}}}})
     g = grains.hostcheck()["hostcheck"]
-    assert set(g) == {"orphans", "deleted_binaries", "reboot_required", "timezone"}
+    assert set(g) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind"}
     assert g["orphans"] == {"count": 1, "programs": ["worker"], "warnings": 0}
     bad = load("_grains", {"hostcheck": {"orphans": {"daemons": "nope"}}}).hostcheck()["hostcheck"]
     assert bad["orphans"]["error"].startswith("invalid configuration: daemons must be a mapping")

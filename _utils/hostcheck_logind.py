@@ -1,0 +1,1508 @@
+"""Login sessions piling up (``hostcheck.logind``), the ``hostcheck:logind``
+grain entry, and the remedy ``hostcheck.logind_clean``.
+
+The incident: crond had ``pam_systemd`` in its PAM stack (RHEL 7's
+``password-auth``, which ``crond`` includes), so every cron job registered a
+logind session; thousands of them stayed in ``/run/systemd/sessions``,
+systemd-logind grew to 6 GB and the host was OOM-killed.
+
+Everything is read from files, never through the bus (a drowning logind
+does not answer it): ``/run/systemd/sessions/*`` (the ``*.ref`` FIFOs are
+never opened, nor is anything that is not a regular file),
+``/run/systemd/users/*``, the session scopes' cgroups, ``/proc`` and the
+cron daemon's PAM stack. Rules (finding ``code``):
+
+``session-pileup`` (warning/critical by ``pile_warning``/``pile_critical``)
+    The number of session files, by ``STATE`` and ``SERVICE``. logind
+    refuses new sessions at 8192 (its built-in ``SessionsMax``).
+``closing-leftovers`` (warning; one finding per ``SERVICE``)
+    Sessions whose leader is gone while their scope still holds processes
+    (what a cron job or ``su`` leaves when it starts a background process):
+    they stay ``closing`` for ever. The processes are named.
+``stale-session-files`` (warning)
+    Session files with no (or an empty) scope cgroup whose leader is gone,
+    or whose leader PID was reused (the process started after the session's
+    ``REALTIME``), older than :data:`STALE_AGE`. logind drops them when it
+    restarts, except those of users it does not track (no
+    ``/run/systemd/users/UID``, ``orphaned``): logind 252 skips those at
+    start ("User of session ... not known") and never removes them.
+``logind-memory`` (warning/critical by ``rss_warning_mb``/``rss_critical_mb``)
+    The resident memory of systemd-logind.
+``cron-pam-systemd`` (warning; critical when the pile comes from cron)
+    ``pam_systemd`` in a cron daemon's PAM stack, followed through
+    ``include``, ``substack`` and ``@include``.
+``deleted-logind``, ``deleted-dbus``, ``deleted-init`` (warning; dbus critical)
+    logind, the system bus or PID 1 run a deleted or replaced binary
+    (the deleted-binaries check's verdicts, for these processes only).
+
+Without systemd, or with systemd but no logind, there is a note and no
+finding. ``quick`` (the grain) counts the directory entries instead of
+parsing every file when there are more than :data:`QUICK_PARSE_MAX`.
+
+The remedy (:func:`plan`, :func:`apply`, :func:`verify`): restart logind
+when stale files of tracked users are there (never stop-then-start; not
+while a graphical session runs; not when a restart would hit its start
+limit; orphaned files are listed for a person), reap the leftovers of
+the closing sessions whose ``SERVICE`` matches ``closing`` (identity-checked
+freeze/TERM/KILL, never a session with a live leader, never the minion's
+own session or ancestors), and with ``cron_pam: remove`` give the cron
+daemon's PAM file its own lines without ``pam_systemd`` (atomic, every other
+line kept, the shared files untouched). Nothing at all is done when dbus
+runs a deleted binary (reboot), or without root.
+
+Speed: the session files are read in batches and parsed with one exact
+regex match per file for systemd's usual layouts (learned from the files
+themselves, :func:`layout_keys`), each distinct value unescaped once;
+anything else goes through :func:`parse_session`, with the same result.
+
+Runtime dependencies: the Python standard library only.
+"""
+
+import collections
+import difflib
+import fnmatch
+import operator
+import os
+import re
+import time
+
+# Every import of a sibling _utils module must be at the top: Salt's loader
+# puts the synced utils directory on sys.path only while it loads a module.
+import hostcheck_check
+import hostcheck_config
+import hostcheck_deleted
+import hostcheck_files
+import hostcheck_proc
+import hostcheck_reaper
+import hostcheck_service
+
+NAME = "logind"
+REMEDY = "logind_clean"
+
+#: logind's built-in maximum number of sessions (logind.conf SessionsMax)
+SESSIONS_MAX = 8192
+#: the grain parses the session files only when there are at most this many
+QUICK_PARSE_MAX = 256
+#: a session younger than this (seconds) is never judged stale (it may be
+#: opening or closing right now)
+STALE_AGE = 30.0
+#: seconds of slack when comparing a leader's start with the session's
+#: REALTIME (boot time is whole seconds; clocks get stepped)
+START_SLACK = 2.0
+#: bytes read of one session or user file (they are well under 1 KB)
+FILE_LIMIT = 64 * 1024
+#: seconds between SIGTERM and SIGKILL when reaping leftovers
+REAP_TIMEOUT = 10.0
+#: seconds to wait for logind to drop the sessions whose leftovers were reaped
+GONE_WAIT = 5.0
+
+LOGIND_UNIT = "systemd-logind.service"
+DBUS_UNITS = ("dbus.service", "dbus-broker.service")
+#: PAM service names of cron daemons (cronie, Debian's cron, fcron)
+CRON_SERVICES = ("crond", "cron", "fcron")
+GRAPHICAL = ("x11", "wayland", "mir")
+PAM_MAX_DEPTH = 10
+
+NOTE_NO_SYSTEMD = "systemd is not running here: no logind sessions to check"
+NOTE_NO_LOGIND = "systemd-logind is not running and /run/systemd/sessions does not exist: nothing to check"
+MARK = "# hostcheck logind_clean:"
+
+OPTIONS = {
+    "pile_warning": hostcheck_config.number(1024, 0, 10 ** 9, what="a number of session files", integer=True),
+    "pile_critical": hostcheck_config.number(SESSIONS_MAX // 2, 0, 10 ** 9, what="a number of session files",
+                                             integer=True),
+    "rss_warning_mb": hostcheck_config.number(256, 0, 10 ** 7, what="a number of megabytes"),
+    "rss_critical_mb": hostcheck_config.number(1024, 0, 10 ** 7, what="a number of megabytes"),
+}
+
+
+# --------------------------------------------------------------------------
+# pure helpers: session files
+
+_KV = re.compile(rb"^([A-Z_]+)=([^\n]*)$", re.M)
+#: the fields the rules use; a literal "\n" first lets the regex engine skip
+#: to line starts (systemd starts every file with a comment line)
+_FIELDS = re.compile(rb"\n(UID|USER|STATE|SERVICE|TYPE|LEADER|REALTIME)=([^\n]*)")
+_FIRST = re.compile(rb"(UID|USER|STATE|SERVICE|TYPE|LEADER|REALTIME)=([^\n]*)")
+
+
+#: the fields of a session file the rules use, in the order systemd writes them
+_WANTED = (b"UID", b"USER", b"STATE", b"TYPE", b"SERVICE", b"LEADER", b"REALTIME")
+_LINES = re.compile(rb"(?:[A-Z_]+=[^\n]*\n)*")
+_KEY = re.compile(rb"^([A-Z_]+)=", re.M)
+#: what a layout pattern captures: digits only for the numbers (int() cannot fail)
+_VALUE = {b"UID": rb"=(\d+)\n", b"LEADER": rb"=(\d+)\n", b"REALTIME": rb"=(\d+)\n", b"USER": rb"=([^\n]*)\n",
+          b"STATE": rb"=([^\n]*)\n", b"TYPE": rb"=([^\n]*)\n", b"SERVICE": rb"=([^\n]*)\n"}
+#: files sampled to learn layouts from before the first match, and rounds
+#: of learning from the first file no layout matched
+LAYOUT_SAMPLES = 16
+LAYOUT_ROUNDS = 4
+
+
+def layout_keys(raw):
+    """The keys of a session file in systemd's usual layout (a comment line,
+    then ``KEY=value`` lines, each key once, the :data:`_WANTED` ones all
+    there in systemd's order), or ``None``."""
+    first, sep, rest = raw.partition(b"\n")
+    if not first.startswith(b"#") or not sep or _LINES.fullmatch(rest) is None:
+        return None
+    keys = _KEY.findall(rest)
+    if len(set(keys)) != len(keys) or tuple(k for k in keys if k in _WANTED) != _WANTED:
+        return None
+    return keys
+
+
+def layout_pattern(keys):
+    """The exact pattern of one layout: its lines in order, groups for the
+    :data:`_WANTED` fields (in that order), any value elsewhere."""
+    return re.compile(rb"#[^\n]*\n" + b"".join(re.escape(k) + _VALUE.get(k, rb"=[^\n]*\n") for k in keys))
+
+
+_SIMPLE = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"a": b"\a", b"b": b"\b", b"f": b"\f", b"v": b"\v",
+           b"\\": b"\\", b'"': b'"', b"'": b"'"}
+
+
+def _unescape_at(raw, i, out):
+    """Decode the escape starting after the backslash at ``raw[i]``; returns the next index."""
+    c = raw[i:i + 1]
+    if c in _SIMPLE:
+        out += _SIMPLE[c]
+        return i + 1
+    if c == b"x" and re.fullmatch(rb"[0-9a-fA-F]{2}", raw[i + 1:i + 3]):
+        out.append(int(raw[i + 1:i + 3], 16))
+        return i + 3
+    if c and c in b"0123" and re.fullmatch(rb"[0-7]{3}", raw[i:i + 3]):
+        out.append(int(raw[i:i + 3], 8))
+        return i + 3
+    if c in (b"u", b"U"):
+        n = 4 if c == b"u" else 8
+        digits = raw[i + 1:i + 1 + n]
+        if re.fullmatch(rb"[0-9a-fA-F]{%d}" % n, digits) and int(digits, 16) <= 0x10FFFF:
+            out += chr(int(digits, 16)).encode("utf-8", "surrogatepass")
+            return i + 1 + n
+    out += c  # unknown escape: the character itself (as systemd's env-file reader does)
+    return i + 1
+
+
+def cunescape(raw):
+    """A session file value as systemd wrote it (``cescape``, or a quoted
+    env-file value) -> ``str``. Bytes that are not UTF-8 are kept as
+    surrogate escapes."""
+    if len(raw) >= 2 and raw[:1] == raw[-1:] and raw[:1] in (b'"', b"'"):
+        if raw[:1] == b"'":
+            return raw[1:-1].decode("utf-8", "surrogateescape")
+        raw = raw[1:-1]
+    if b"\\" not in raw:
+        return raw.decode("utf-8", "surrogateescape")
+    out = bytearray()
+    i, n = 0, len(raw)
+    while i < n:
+        j = raw.find(b"\\", i)
+        if j < 0 or j == n - 1:
+            out += raw[i:]
+            break
+        out += raw[i:j]
+        i = _unescape_at(raw, j + 1, out)
+    return bytes(out).decode("utf-8", "surrogateescape")
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(raw, memo):
+    """``cunescape`` with a memo: the same few values (states, services,
+    users) recur in thousands of files."""
+    try:
+        return memo[raw]
+    except KeyError:
+        value = memo[raw] = cunescape(raw)
+        return value
+
+
+def parse_session(name, raw, memo=None):
+    """The fields hostcheck uses of one session file (bytes), 219-era and
+    252-era alike: ``{"id", "uid", "user", "state", "service", "type",
+    "leader", "realtime"}``; missing ones are ``None``. The scope is always
+    ``session-<id>.scope`` (:func:`scope_of`)."""
+    memo = {} if memo is None else memo
+    kv = dict(_FIELDS.findall(raw))
+    if raw[:1] != b"#":  # no leading comment: the first line has no "\n" before it
+        first = _FIRST.match(raw)
+        if first:
+            kv.setdefault(first.group(1), first.group(2))
+    get = kv.get
+    uid, user, state, service, kind = get(b"UID"), get(b"USER"), get(b"STATE"), get(b"SERVICE"), get(b"TYPE")
+    return {
+        "id": name, "uid": None if uid is None else _int(uid),
+        "user": None if user is None else _text(user, memo),
+        "state": None if state is None else _text(state, memo),
+        "service": None if service is None else _text(service, memo),
+        "type": None if kind is None else _text(kind, memo),
+        "leader": _int(get(b"LEADER")), "realtime": _int(get(b"REALTIME")), "scope_exists": False, "procs": None,
+    }
+
+
+def scope_of(session):
+    """The scope unit logind runs a session in (``session-<id>.scope``, in
+    every version)."""
+    return "session-" + session["id"] + ".scope"
+
+
+def leader_state(session, leaders):
+    """``alive``, ``gone`` or ``reused`` (the leader PID started after the
+    session was created). ``leaders``: ``{pid: start (Unix time) or None}``
+    of the leader PIDs that exist."""
+    pid = session["leader"]
+    if not pid or pid not in leaders:
+        return "gone"
+    started, realtime = leaders[pid], session["realtime"]
+    if started is not None and realtime is not None and started > realtime / 1e6 + START_SLACK:
+        return "reused"
+    return "alive"
+
+
+def judge(session, leaders, now):
+    """What a session is: ``live`` (its leader runs), ``leftovers`` (leader
+    gone, the scope holds processes), ``stale`` (leader gone, no or an empty
+    scope, older than :data:`STALE_AGE`), ``young`` or ``unknown`` (its
+    scope could not be looked at)."""
+    if session["leader"] in leaders and leader_state(session, leaders) == "alive":
+        return "live"
+    if session.get("procs"):
+        return "leftovers"
+    if session.get("scope_exists") is None:
+        return "unknown"
+    realtime = session["realtime"]
+    if realtime is not None and now - realtime / 1e6 < STALE_AGE:
+        return "young"
+    return "stale"
+
+
+def session_age(session, now):
+    return None if session["realtime"] is None else max(0.0, now - session["realtime"] / 1e6)
+
+
+# --------------------------------------------------------------------------
+# pure helpers: PAM
+
+
+def _logical_lines(text):
+    """``(lineno, raw, content)``: backslash-continued lines joined; content
+    without the comment (PAM ends a line at the first ``#``)."""
+    out, buf, start = [], [], None
+    for no, line in enumerate(text.splitlines(), 1):
+        if start is None:
+            start = no
+        buf.append(line)
+        if line.endswith("\\"):
+            continue
+        raw = "\n".join(buf)
+        content = " ".join(part[:-1] if part.endswith("\\") else part for part in buf).split("#", 1)[0]
+        out.append((start, raw, content))
+        buf, start = [], None
+    if buf:
+        out.append((start, "\n".join(buf), " ".join(buf).split("#", 1)[0]))
+    return out
+
+
+def _tokens(content):
+    """PAM fields; a ``[...]`` group (which may hold spaces) is one field."""
+    out, group = [], None
+    for tok in content.split():
+        if group is not None:
+            group.append(tok)
+            if tok.endswith("]"):
+                out.append(" ".join(group))
+                group = None
+        elif tok.startswith("[") and not tok.endswith("]"):
+            group = [tok]
+        else:
+            out.append(tok)
+    if group is not None:
+        out.append(" ".join(group))
+    return out
+
+
+def parse_pam(text):
+    """Entries of a PAM file: ``{"lineno", "raw", "kind": "blank"|"rule"|
+    "include"|"substack"|"@include", "type", "dash", "control", "module",
+    "args", "target"}``."""
+    out = []
+    for lineno, raw, content in _logical_lines(text):
+        toks = _tokens(content)
+        entry = {"lineno": lineno, "raw": raw, "kind": "blank", "type": None, "dash": False,
+                 "control": None, "module": None, "args": [], "target": None}
+        if toks and toks[0] == "@include":
+            entry.update(kind="@include", target=toks[1] if len(toks) > 1 else None)
+        elif len(toks) >= 3:
+            kind = toks[1] if toks[1] in ("include", "substack") else "rule"
+            entry.update(kind=kind, type=toks[0].lstrip("-").lower(), dash=toks[0].startswith("-"),
+                         control=toks[1])
+            if kind == "rule":
+                entry.update(module=toks[2], args=toks[3:])
+            else:
+                entry["target"] = toks[2]
+        out.append(entry)
+    return out
+
+
+def is_pam_systemd(entry):
+    return entry["kind"] == "rule" and entry["type"] == "session" and \
+        os.path.basename(entry["module"] or "") == "pam_systemd.so"
+
+
+def _sub_filter(entry, only):
+    """The type filter of what an include entry brings in."""
+    return entry["type"] if entry["kind"] in ("include", "substack") else only
+
+
+def expand(name, files, only=None, depth=0):
+    """The stack ``name`` expands to: ``[(file, entry), ...]`` of rules, in
+    order, includes followed (``only``: the type a typed include keeps).
+    Raises ``LookupError`` naming a file that could not be read, and
+    ``RecursionError`` for an include loop."""
+    if depth > PAM_MAX_DEPTH:
+        raise RecursionError("include loop through {}".format(name))
+    info = files.get(name)
+    if info is None or info.get("text") is None:
+        raise LookupError(name)
+    out = []
+    for entry in parse_pam(info["text"]):
+        if entry["kind"] == "blank" or (only and entry["type"] not in (None, only)):
+            continue
+        if entry["kind"] == "rule":
+            out.append((name, entry))
+        elif entry["target"]:
+            out.extend(expand(entry["target"], files, _sub_filter(entry, only), depth + 1))
+    return out
+
+
+def chains(name, files, only=None, depth=0):
+    """Every path from ``name`` to a ``pam_systemd`` session rule:
+    ``[[(file, lineno, raw), ...], ...]``. Unreadable files are skipped."""
+    info = files.get(name)
+    if depth > PAM_MAX_DEPTH or info is None or info.get("text") is None:
+        return []
+    out = []
+    for entry in parse_pam(info["text"]):
+        if entry["kind"] == "blank" or (only and entry["type"] not in (None, only)):
+            continue
+        here = (info["path"], entry["lineno"], entry["raw"].strip())
+        if is_pam_systemd(entry):
+            out.append([here])
+        elif entry["kind"] != "rule" and entry["target"]:
+            out.extend([here] + c for c in chains(entry["target"], files, _sub_filter(entry, only), depth + 1))
+    return out
+
+
+def _jumps(entry):
+    """The numeric jumps of a ``[value=action ...]`` control."""
+    control = entry["control"] or ""
+    if not control.startswith("["):
+        return []
+    return [int(v) for v in re.findall(r"=\s*(\d+)", control)]
+
+
+def jump_problem(stack):
+    """A line whose ``[...=N]`` jump skips over a ``pam_systemd`` rule of the
+    same type (taking the rule out would change where it lands), or ``None``."""
+    for kind in {e["type"] for _, e in stack}:
+        typed = [(f, e) for f, e in stack if e["type"] == kind]
+        removed = [i for i, (_, e) in enumerate(typed) if is_pam_systemd(e)]
+        for j, (fname, entry) in enumerate(typed):
+            for n in _jumps(entry):
+                if any(j < r <= j + n for r in removed):
+                    return "{} line {} ({}) jumps over pam_systemd".format(fname, entry["lineno"], entry["raw"].strip())
+    return None
+
+
+def _reaches(entry, files, only, depth):
+    try:
+        return any(is_pam_systemd(e) for _, e in expand(entry["target"], files, _sub_filter(entry, only), depth + 1))
+    except (LookupError, RecursionError):
+        return False
+
+
+def _strip(name, files, only, depth, top):
+    """Lines of ``name`` without pam_systemd: includes that reach it inlined
+    (their other includes kept, typed when ``only`` filters them), the rest
+    kept as written. Raises ``ValueError`` for what cannot be inlined."""
+    lines = []
+    for entry in parse_pam(files[name]["text"]):
+        raw = entry["raw"]
+        if entry["kind"] == "blank":
+            if top:
+                lines.append(raw)
+            continue
+        if only and entry["type"] not in (None, only):
+            continue
+        if is_pam_systemd(entry):
+            lines.append("{} removed: {}".format(MARK, raw.strip()))
+        elif entry["kind"] == "rule" or not entry["target"] or not _reaches(entry, files, only, depth):
+            if entry["kind"] == "@include" and only:
+                raw = "{}\tinclude\t{}".format(only, entry["target"])
+            lines.append(raw)
+        elif entry["kind"] == "substack":
+            raise ValueError("{} reaches pam_systemd through a substack ({}): edit it by hand".format(
+                name, raw.strip()))
+        else:
+            lines.append("{} inlined without pam_systemd: {}".format(MARK, raw.strip()))
+            lines.extend(_strip(entry["target"], files, _sub_filter(entry, only), depth + 1, False))
+    return lines
+
+
+def _signature(stack):
+    return [(e["type"], e["dash"], e["control"], e["module"], tuple(e["args"])) for _, e in stack]
+
+
+def strip_pam_systemd(service, files):
+    """``(new text, None)`` of the cron service's own PAM file with
+    ``pam_systemd`` out of its stack, or ``(None, why)`` when that cannot be
+    done safely. Pure. Checked before it is returned: the new stack is the
+    old one without the pam_systemd rules, rule for rule."""
+    try:
+        old = expand(service, files)
+    except LookupError as exc:
+        return None, "cannot read PAM file {}: not edited".format(exc)
+    except RecursionError as exc:
+        return None, "{}: not edited".format(exc)
+    why = jump_problem(old)
+    if why:
+        return None, why + ": edit it by hand"
+    try:
+        lines = _strip(service, files, None, 0, True)
+    except ValueError as exc:
+        return None, str(exc)
+    text = "\n".join(lines) + "\n"
+    new_files = dict(files)
+    new_files[service] = dict(files[service], text=text)
+    if _signature(expand(service, new_files)) != _signature([s for s in old if not is_pam_systemd(s[1])]):
+        return None, "the edited stack of {} would differ in more than pam_systemd: not edited".format(service)
+    return text, None
+
+
+# --------------------------------------------------------------------------
+# read: the only stage that touches /run, /sys/fs/cgroup, /proc and /etc
+
+
+class Facts:
+    """What :func:`read` collected, as plain data.
+
+    ``systemd``/``present``: systemd runs / logind runs or has its
+    directory; ``count``: session files; ``refs``: ``*.ref`` entries
+    skipped; ``odd``: ``[[name, why]]`` entries not read (not regular,
+    unreadable); ``parsed``: the files were parsed (else only counted);
+    ``sessions``: parsed records (see :func:`parse_session`; with
+    ``scope_exists`` and ``procs``, the scope's PIDs, for sessions whose
+    leader is gone); ``leaders``: ``{pid: start}``; ``procs``: ``{pid:
+    {"starttime", "program", "uid"}}`` of those scope processes;
+    ``scopes_missing``: sessions without a scope cgroup (quick count);
+    ``logind``: ``{"pids", "rss_kb"}``; ``bus``: ``{"init"|"logind"|"dbus":
+    {pid: deleted-binaries record}}``; ``pam``: ``{"services": {service:
+    path}, "files": {name: {"path", "text", "error"}}, "etc": dir}``;
+    ``protected``, ``self_session``, ``now``, ``euid``, ``quick``;
+    ``refusals`` (filled by :func:`remedy_facts`)."""
+
+    __slots__ = ("systemd", "present", "count", "refs", "odd", "parsed", "sessions", "leaders", "procs",
+                 "scopes_missing", "logind", "bus", "pam", "protected", "self_session", "users", "now",
+                 "euid", "quick", "refusals", "notes")
+
+    def __init__(self, now=0.0, euid=0, quick=False):
+        self.systemd = self.present = False
+        self.count = self.refs = 0
+        self.odd = []
+        self.parsed = True
+        self.sessions = []
+        self.leaders = {}
+        self.procs = {}
+        self.scopes_missing = None
+        self.logind = {"pids": [], "rss_kb": None}
+        self.bus = {"init": {}, "logind": {}, "dbus": {}}
+        self.pam = {"services": {}, "files": {}, "etc": None}
+        self.protected = [1]
+        self.self_session = None
+        self.users = {}
+        self.now = now
+        self.euid = euid
+        self.quick = quick
+        self.refusals = {}
+        self.notes = []
+
+
+def cgroup_base(root):
+    """The hierarchy systemd keeps its units in: cgroup v2 at ``root``, else
+    the v1 ``name=systemd`` one (legacy and hybrid), else ``unified``."""
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
+        return root
+    for sub in ("systemd", "unified"):
+        if os.path.isdir(os.path.join(root, sub)):
+            return os.path.join(root, sub)
+    return None
+
+
+def _read_small(path, limit=FILE_LIMIT):
+    """A regular file's bytes, opened non-blocking and without following a
+    symlink (a FIFO planted under the name never blocks); ``None`` when it
+    cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _is_regular(entry):
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def list_sessions(directory):
+    """``(names, refs, odd)``: the session files (regular files, from the
+    directory entry type: nothing is opened), the number of ``*.ref`` FIFOs
+    skipped by name, and ``[[name, why]]`` of other entries."""
+    try:
+        with os.scandir(directory) as it:
+            entries = [e for e in it if e.name[:1] != "."]  # logind's temporary files (.#c1XXXXXX)
+    except OSError:
+        return None, 0, []
+    try:
+        regular = [e.is_file(follow_symlinks=False) for e in entries]  # the entry's type: no stat
+    except OSError:  # only where the file system gives no type and lstat fails
+        regular = [_is_regular(e) for e in entries]
+    names = [e.name for e, reg in zip(entries, regular) if reg and not e.name.endswith(".ref")]
+    others = [e.name for e, reg in zip(entries, regular) if not reg]
+    refs = [n for n in others if n.endswith(".ref")]
+    odd = [[n, "not a regular file: not opened"] for n in others if not n.endswith(".ref")]
+    return names, len(refs), odd
+
+
+#: files read, then parsed, at a time (their bytes are not all kept at once)
+BATCH = 2048
+
+
+def read_sessions(directory, names):
+    """``(records, odd)`` of the session files ``names``."""
+    records, odd, state = [], [], ({}, [])
+    for start in range(0, len(names), BATCH):
+        raws, bad = _read_files(directory, names[start:start + BATCH])
+        records += parse_sessions(raws, state)
+        odd += bad
+    return records, odd
+
+
+def _read_files(directory, names):
+    """``([(name, bytes)], odd)``: each file opened non-blocking, without
+    following a symlink, read once (bounded)."""
+    raws, odd = [], []
+    prefix = directory + "/"
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+    _open, _read, _close, append = os.open, os.read, os.close, raws.append
+    for name in names:
+        try:
+            fd = _open(prefix + name, flags)
+        except FileNotFoundError:
+            continue  # logind removed it meanwhile
+        except OSError as exc:
+            odd.append([name, "unreadable: {}".format(exc.strerror)])
+            continue
+        try:
+            append((name, _read(fd, FILE_LIMIT)))
+        except OSError as exc:
+            odd.append([name, "unreadable: {}".format(exc.strerror)])
+        finally:
+            _close(fd)
+    big = [name for name, raw in raws if len(raw) >= FILE_LIMIT]
+    if big:
+        odd.extend([name, "larger than {} bytes: not parsed".format(FILE_LIMIT)] for name in big)
+        raws = [(name, raw) for name, raw in raws if len(raw) < FILE_LIMIT]
+    return raws, odd
+
+
+def _sample_layouts(raws, limit=LAYOUT_SAMPLES):
+    """The distinct layouts (key tuples) of up to ``limit`` files spread over ``raws``."""
+    step = max(1, len(raws) // limit)
+    found = []
+    for keys in (layout_keys(raw) for _, raw in raws[::step][:limit]):
+        if keys is not None and tuple(keys) not in found:
+            found.append(tuple(keys))
+    return found
+
+
+def _match_layouts(raws, layouts):
+    """``(fast, rest)``: ``[(name, match)]`` of the files an exact layout
+    pattern matches, and the ``(name, bytes)`` none does. ``layouts``:
+    ``[(keys, match)]`` learned so far (a sample first, then the first files
+    left over; kept for the next batch, at most :data:`LAYOUT_ROUNDS` * 2);
+    each is tried, in one pass, on the files the earlier ones did not match."""
+    if not layouts:
+        layouts += [(k, layout_pattern(k).fullmatch) for k in _sample_layouts(raws)]
+    fast, rest, tried = [], raws, 0
+    while rest and tried < LAYOUT_ROUNDS * 2:
+        if tried >= len(layouts):
+            known = [k for k, _ in layouts]
+            more = [k for k in _sample_layouts(rest[:LAYOUT_SAMPLES]) if k not in known]
+            if not more or len(layouts) >= LAYOUT_ROUNDS * 2:
+                break
+            layouts += [(k, layout_pattern(k).fullmatch) for k in more]
+        match = layouts[tried][1]
+        tried += 1
+        matches = [match(raw) for _name, raw in rest]
+        fast += [(name, m) for (name, _raw), m in zip(rest, matches) if m is not None]
+        rest = [item for item, m in zip(rest, matches) if m is None]
+    return fast, rest
+
+
+def parse_sessions(raws, state=None):
+    """:func:`parse_session` of every ``(name, bytes)``, fast: files in
+    systemd's usual layouts take one match of a learned pattern, and each
+    distinct value is unescaped once; the others go through the general
+    parser. Same records either way (the order aside). ``state``: ``(memo,
+    layouts)`` kept from one batch to the next."""
+    memo, layouts = state if state is not None else ({}, [])
+    fast, rest = _match_layouts(raws, layouts)
+    slow = [parse_session(name, raw, memo) for name, raw in rest]
+    return slow + [
+        {"id": name, "uid": int(uid), "user": memo[user] if user in memo else _text(user, memo),
+         "state": memo[state] if state in memo else _text(state, memo),
+         "service": memo[service] if service in memo else _text(service, memo),
+         "type": memo[kind] if kind in memo else _text(kind, memo),
+         "leader": int(leader), "realtime": int(realtime), "scope_exists": False, "procs": None}
+        for name, m in fast for uid, user, state, kind, service, leader, realtime in (m.groups(),)]
+
+
+def list_scopes(base):
+    """``{scope name: cgroup path}`` of every session scope under ``user.slice``."""
+    out = {}
+    if base is None:
+        return out
+    top = os.path.join(base, "user.slice")
+    try:
+        slices = [e.path for e in os.scandir(top) if e.name.endswith(".slice") and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return out
+    for path in slices:
+        try:
+            for entry in os.scandir(path):
+                if entry.name.startswith("session-") and entry.name.endswith(".scope"):
+                    out[entry.name] = entry.path
+        except OSError:
+            continue
+    return out
+
+
+def cgroup_pids(path, size=65536):
+    """PIDs in one cgroup (``cgroup.procs``); ``[]`` when it cannot be read.
+    One read unless it fills the buffer (a scope holds a few PIDs)."""
+    try:
+        fd = os.open(path + "/cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        chunks = [os.read(fd, size)]
+        while len(chunks[-1]) == size:
+            chunks.append(os.read(fd, size))
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    return [int(p) for p in b"".join(chunks).split() if p.isdigit()]
+
+
+def _exe_name(proc_root, pid):
+    try:
+        exe = os.readlink("{}/{}/exe".format(proc_root, pid))
+    except OSError:
+        return None
+    return os.path.basename(exe[:-len(hostcheck_deleted.DELETED)] if exe.endswith(hostcheck_deleted.DELETED)
+                            else exe)
+
+
+def unit_pids(base, unit, proc_root, programs):
+    """PIDs in a system service's cgroup whose executable is one of ``programs``."""
+    if base is None:
+        return []
+    pids = cgroup_pids(os.path.join(base, "system.slice", unit))
+    return [p for p in pids if _exe_name(proc_root, p) in programs]
+
+
+def rss_kb(proc_root, pids):
+    """Sum of ``VmRSS`` (kB) of ``pids``; ``None`` when none could be read."""
+    total, seen = 0, False
+    for pid in pids:
+        raw = hostcheck_proc.read_bytes("{}/{}/status".format(proc_root, pid))
+        idx = raw.find(b"\nVmRSS:") if raw else -1
+        if idx >= 0:
+            try:
+                total += int(raw[idx + 7:].split(None, 1)[0])
+                seen = True
+            except (ValueError, IndexError):
+                pass
+    return total if seen else None
+
+
+def _quick_record(proc_root, pid):
+    try:
+        exe = os.readlink("{}/{}/exe".format(proc_root, pid))
+    except OSError:
+        return None
+    return {"pid": pid, "exe": exe, "argv": None, "maps": [], "files": {}, "started": None}
+
+
+def bus_binaries(proc_root, groups, quick):
+    """``{group: {pid: record}}``: the deleted-binaries check's records of
+    PID 1, logind and dbus (``hostcheck_deleted.Scanner.examine``; in quick
+    mode only the ``exe`` link). A process with nothing stale has no record."""
+    out = {name: {} for name in groups}
+    scanner = None if quick else hostcheck_deleted.Scanner(proc_root)
+    for name, pids in groups.items():
+        for pid in pids:
+            if quick:
+                rec = _quick_record(proc_root, pid)
+            else:
+                rec = _examine(scanner, proc_root, pid)
+            if rec is not None:
+                out[name][pid] = rec
+    return out
+
+
+def _examine(scanner, proc_root, pid):
+    base = "{}/{}".format(proc_root, pid)
+    try:
+        exe = os.readlink(base + "/exe")
+    except OSError:
+        return None
+    raw = hostcheck_proc.read_bytes(base + "/maps", 16 << 20, True)
+    if raw is None:
+        return None
+    try:
+        return scanner.examine(pid, base, exe, raw, hostcheck_deleted.script_family(exe))
+    except LookupError:
+        return None
+
+
+def _pam_path(name, etc_root):
+    """Where Linux-PAM finds ``name``: ``/etc/pam.d`` first, then the vendor
+    directory ``/usr/lib/pam.d``; absolute names as they are (``/etc/...``
+    rebased on ``etc_root``)."""
+    if name.startswith("/"):
+        if name.startswith("/etc/"):
+            return os.path.join(etc_root, name[5:])
+        return name
+    for directory in (os.path.join(etc_root, "pam.d"),
+                      os.path.join(os.path.dirname(etc_root.rstrip("/")) or "/", "usr", "lib", "pam.d")):
+        path = os.path.join(directory, name)
+        if os.path.lexists(path):
+            return path
+    return os.path.join(etc_root, "pam.d", name)
+
+
+def _load_pam(name, files, etc_root, depth=0):
+    if name in files or depth > PAM_MAX_DEPTH:
+        return
+    path = _pam_path(name, etc_root)
+    try:
+        text = hostcheck_files.read_regular(path, limit=FILE_LIMIT)
+        files[name] = {"path": path, "text": None if text is None else text.text(),
+                       "error": None if text is not None else "missing"}
+    except OSError as exc:
+        files[name] = {"path": path, "text": None, "error": exc.strerror or str(exc)}
+        return
+    for entry in parse_pam(files[name]["text"] or ""):
+        if entry["kind"] != "rule" and entry["target"]:
+            _load_pam(entry["target"], files, etc_root, depth + 1)
+
+
+def read_pam(etc_root):
+    """The cron daemons' PAM files and everything they include."""
+    files, services = {}, {}
+    for service in CRON_SERVICES:
+        path = _pam_path(service, etc_root)
+        if os.path.lexists(path):
+            services[service] = path
+            _load_pam(service, files, etc_root)
+    return {"services": services, "files": files, "etc": os.path.join(etc_root, "pam.d")}
+
+
+def read_users(run_root):
+    """``{uid: name or None}`` of the users logind tracks, from
+    ``/run/systemd/users`` (no NSS look-up)."""
+    base = os.path.join(run_root, "systemd", "users")
+    out = {}
+    try:
+        names = [n for n in os.listdir(base) if n.isdigit()]
+    except OSError:
+        return out
+    for name in names:
+        raw = _read_small(os.path.join(base, name))
+        kv = dict(_KV.findall(raw or b""))
+        out[int(name)] = cunescape(kv[b"NAME"]) if b"NAME" in kv else None
+    return out
+
+
+def _scan_sessions(facts, host, base, quick):
+    """Count (and, unless quick with many, parse) the session files, then
+    read what the rules need of the parsed ones."""
+    directory = os.path.join(host.run_root, "systemd", "sessions")
+    if quick and _count_quick(facts, directory, base):
+        return
+    names, facts.refs, facts.odd = list_sessions(directory)
+    names = names or []
+    facts.count = len(names)
+    scopes = list_scopes(base)
+    facts.sessions, odd = read_sessions(directory, names)
+    facts.odd.extend(odd)
+    facts.count -= len(odd)
+    snap = host.snapshot()
+    for pid in set(map(operator.itemgetter("leader"), facts.sessions)).intersection(snap.procs):
+        proc = snap.procs[pid]
+        if proc.state not in ("Z", "X", "x"):
+            facts.leaders[pid] = snap.started_at(proc)
+    _read_scopes(facts, scopes, base)
+    _name_procs(facts, snap, host.proc_root)
+
+
+def _count_quick(facts, directory, base):
+    """The grain's view of a big directory: the names counted (no entry
+    type, no file opened) and the sessions without a scope cgroup, when
+    there are more than :data:`QUICK_PARSE_MAX`. False when there are fewer
+    (then they are parsed)."""
+    try:
+        names = [n for n in os.listdir(directory) if n[:1] != "."]
+    except OSError:
+        return False
+    sessions = [n for n in names if not n.endswith(".ref")]
+    if len(sessions) <= QUICK_PARSE_MAX:
+        return False
+    facts.parsed = False
+    facts.count, facts.refs = len(sessions), len(names) - len(sessions)
+    scoped = {name[len("session-"):-len(".scope")] for name in list_scopes(base)}
+    facts.scopes_missing = len(set(sessions).difference(scoped))
+    return True
+
+
+def _read_scopes(facts, scopes, base):
+    """Whether each session's scope cgroup exists (``None``: no hierarchy to
+    look in) and, for those whose leader is gone, its PIDs."""
+    if base is None:
+        for s in facts.sessions:
+            s["scope_exists"] = None
+        return
+    by_id = {name[len("session-"):-len(".scope")]: path for name, path in scopes.items()}
+    leaders = facts.leaders
+    for s in facts.sessions:
+        path = by_id.get(s["id"])
+        if path is not None:
+            s["scope_exists"] = True
+            if s["leader"] not in leaders or leader_state(s, leaders) != "alive":
+                s["procs"] = cgroup_pids(path)
+
+
+def _name_procs(facts, snap, proc_root):
+    """Identity, program and uid of the processes in leader-less scopes, the
+    protected PIDs (this process, its ancestors, PID 1) and this process's
+    own session."""
+    wanted = sorted({p for s in facts.sessions for p in (s["procs"] or ())})
+    missing = [p for p in wanted if p not in snap.procs]
+    extra = hostcheck_proc.partial_snapshot(missing, proc_root).procs if missing else {}
+    for pid in wanted:
+        proc = snap.procs.get(pid) or extra.get(pid)
+        if proc is None or proc.state in ("Z", "X", "x"):
+            continue
+        prog = proc.program
+        facts.procs[pid] = {"starttime": proc.starttime, "uid": proc.uid,
+                            "program": prog.name if prog is not None else proc.comm}
+    for s in facts.sessions:
+        if s["procs"]:
+            s["procs"] = [p for p in s["procs"] if p in facts.procs]
+    facts.protected = sorted(hostcheck_reaper.protected(snap))
+    me = snap.procs.get(snap.self_pid) if snap.self_pid else None
+    cgroup = me.cgroup if me is not None else None
+    m = re.search(r"/session-([^/]+)\.scope(?:/|$)", cgroup or "")
+    facts.self_session = m.group(1) if m else None
+
+
+def read(host, opts, quick=False):  # pylint: disable=unused-argument
+    """The :class:`Facts` of ``host``: sessions, scopes, logind, the bus
+    peers' binaries and the cron PAM stack. Never the bus."""
+    facts = Facts(now=time.time(), euid=host.euid(), quick=quick)
+    facts.systemd = hostcheck_service.systemd_running(host.run_root)
+    if not facts.systemd:
+        return facts
+    base = cgroup_base(getattr(host, "cgroup_root", "/sys/fs/cgroup"))
+    logind = unit_pids(base, LOGIND_UNIT, host.proc_root, ("systemd-logind",))
+    facts.present = bool(logind) or os.path.isdir(os.path.join(host.run_root, "systemd", "sessions"))
+    if not facts.present:
+        return facts
+    if base is None:
+        facts.notes.append("no cgroup hierarchy of systemd found: scopes, logind and dbus not read")
+    _scan_sessions(facts, host, base, quick)
+    facts.users = read_users(host.run_root)
+    facts.logind = {"pids": logind, "rss_kb": rss_kb(host.proc_root, logind)}
+    dbus = [p for unit in DBUS_UNITS
+            for p in unit_pids(base, unit, host.proc_root, ("dbus-daemon", "dbus-broker", "dbus-broker-launch"))]
+    facts.bus = bus_binaries(host.proc_root, {"init": [1], "logind": logind, "dbus": dbus}, quick)
+    facts.pam = read_pam(host.etc_root)
+    return facts
+
+
+# --------------------------------------------------------------------------
+# analyse (pure)
+
+
+def _count(items):
+    """``{value: n}``, most frequent first (``None`` counted as ``(none)``)."""
+    counts = collections.Counter(items)
+    if None in counts:
+        counts["(none)"] = counts.pop(None) + counts.get("(none)", 0)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+
+
+def _top(counts, n=5):
+    items = list(counts.items())
+    text = ", ".join("{} ({})".format(k, v) for k, v in items[:n])
+    return text + (", ..." if len(items) > n else "")
+
+
+def classify(facts):
+    """``{verdict: [session, ...]}`` (see :func:`judge`). Pure."""
+    out = {"live": [], "leftovers": [], "stale": [], "young": [], "unknown": []}
+    leaders, now, verdict = facts.leaders, facts.now, judge
+    stale, young = out["stale"], (now - STALE_AGE) * 1e6
+    for s in facts.sessions:
+        # the pile's common case, inline: no leader, no scope, old (what judge() says)
+        if s["leader"] not in leaders and not s["procs"] and s["scope_exists"] is not None and \
+                (s["realtime"] is None or s["realtime"] <= young):
+            stale.append(s)
+        else:
+            out[verdict(s, leaders, now)].append(s)
+    return out
+
+
+def _pile_finding(facts, opts, by_state, by_service):
+    n = facts.count
+    if n >= opts["pile_critical"]:
+        severity = "critical"
+    elif n >= opts["pile_warning"]:
+        severity = "warning"
+    else:
+        return None
+    parts = "; by state: {}; by service: {}".format(_top(by_state), _top(by_service)) if facts.parsed else ""
+    return hostcheck_check.finding(
+        NAME, "session-pileup", severity,
+        "{} session files in /run/systemd/sessions{} (logind refuses new sessions at {})".format(
+            n, parts, SESSIONS_MAX),
+        sessions=n, by_state=by_state, by_service=by_service, limit=SESSIONS_MAX)
+
+
+def _user(s, facts):
+    return s["user"] or facts.users.get(s["uid"]) or (str(s["uid"]) if s["uid"] is not None else None)
+
+
+def _leftover_findings(facts, kept):
+    groups = {}
+    for s in kept:
+        groups.setdefault(s["service"] or "(none)", []).append(s)
+    out = []
+    for service, sessions in sorted(groups.items()):
+        pids = sorted(p for s in sessions for p in s["procs"])
+        programs = _count(facts.procs[p]["program"] for p in pids)
+        users = sorted({u for u in (_user(s, facts) for s in sessions) if u})
+        ages = [a for a in (session_age(s, facts.now) for s in sessions) if a is not None]
+        summary = ("{} closing session{} of service {} ({}) kept alive by {} leftover process{}: {}; "
+                   "the leader is gone; logind keeps them until these exit. logind_clean reaps them "
+                   "only when closing names the service").format(
+            len(sessions), "" if len(sessions) == 1 else "s", service, ", ".join(users) or "?", len(pids),
+            "" if len(pids) == 1 else "es", _top(programs))
+        out.append(hostcheck_check.finding(
+            NAME, "closing-leftovers", "warning", summary, pids, service=service, sessions=len(sessions),
+            session_ids=sorted(s["id"] for s in sessions)[:50], users=users, programs=programs,
+            oldest_age=int(max(ages)) if ages else None))
+    return out
+
+
+def orphaned(stale, users):
+    """The stale sessions of users logind does not track (no
+    ``/run/systemd/users/UID``): logind skips them when it starts ("User of
+    session ... not known") and never removes their files."""
+    return [s for s in stale if s["uid"] not in users]
+
+
+def _stale_finding(stale, leaders, users):
+    if not stale:
+        return None
+    reused = sum(1 for s in [s for s in stale if s["leader"] in leaders] if leader_state(s, leaders) == "reused")
+    why = _count(["leader gone"] * (len(stale) - reused) + ["leader PID reused"] * reused)
+    by_service = _count(map(operator.itemgetter("service"), stale))
+    lost = orphaned(stale, users)
+    text = "{} stale session file{} (no live scope, {}; by service: {})".format(
+        len(stale), "" if len(stale) == 1 else "s", _top(why), _top(by_service))
+    if len(lost) < len(stale):
+        text += ": logind drops {} when it restarts (hostcheck.logind_clean)".format(len(stale) - len(lost))
+    if lost:
+        text += ("; {} belong to users logind does not track (UID {}): it never loads them and a restart does "
+                 "not remove them: delete them by hand").format(
+            len(lost), ", ".join(sorted({str(s["uid"]) for s in lost})))
+    return hostcheck_check.finding(
+        NAME, "stale-session-files", "warning", text, stale=len(stale), orphaned=len(lost), reasons=why,
+        by_service=by_service, session_ids=sorted(map(operator.itemgetter("id"), stale))[:50],
+        orphaned_ids=sorted(map(operator.itemgetter("id"), lost))[:50] if lost else [])
+
+
+def _rss_finding(facts, opts):
+    kb = facts.logind["rss_kb"]
+    if kb is None:
+        return None
+    mb = kb / 1024.0
+    if mb >= opts["rss_critical_mb"]:
+        severity = "critical"
+    elif mb >= opts["rss_warning_mb"]:
+        severity = "warning"
+    else:
+        return None
+    return hostcheck_check.finding(
+        NAME, "logind-memory", severity,
+        "systemd-logind uses {:.0f} MB of memory (warning at {} MB, critical at {} MB); it grows with the "
+        "session files it keeps".format(mb, opts["rss_warning_mb"], opts["rss_critical_mb"]),
+        facts.logind["pids"], rss_mb=round(mb, 1))
+
+
+def pam_status(facts):
+    """``{service: {"path", "chains"}}`` of the cron services whose stack has
+    pam_systemd. Pure."""
+    out = {}
+    for service, path in sorted(facts.pam["services"].items()):
+        found = chains(service, facts.pam["files"])
+        if found:
+            out[service] = {"path": path, "chains": found}
+    return out
+
+
+def _pam_findings(facts, opts, by_service):
+    out = []
+    for service, info in pam_status(facts).items():
+        from_cron = sum(by_service.get(c, 0) for c in CRON_SERVICES)
+        severity = "critical" if from_cron >= opts["pile_warning"] or (
+            not facts.parsed and facts.count >= opts["pile_warning"]) else "warning"
+        via = " -> ".join("{}:{}".format(p, n) for p, n, _ in info["chains"][0])
+        out.append(hostcheck_check.finding(
+            NAME, "cron-pam-systemd", severity,
+            "pam_systemd is in the PAM stack of {} ({}): every cron job opens a logind session, and each "
+            "job that leaves a process behind leaves a closing session{}".format(
+                service, via, "; {} sessions come from cron".format(from_cron) if from_cron else ""),
+            service=service, path=info["path"],
+            chains=[["{}:{}: {}".format(p, n, raw) for p, n, raw in c] for c in info["chains"]],
+            cron_sessions=from_cron))
+    return out
+
+
+_BUS_TEXT = {
+    "dbus": ("critical", "the system bus (dbus) runs {}: logind talks to everything through it, so the bus "
+                         "is suspect; dbus cannot be restarted safely: reboot"),
+    "logind": ("warning", "systemd-logind runs {}: systemctl restart systemd-logind "
+                          "(hostcheck.services_current) or reboot"),
+    "init": ("warning", "PID 1 runs {}: systemctl daemon-reexec or reboot"),
+}
+
+
+def bus_verdicts(facts):
+    """``{group: {pid: [stale file, ...]}}`` by the deleted-binaries rules. Pure."""
+    ignored = hostcheck_deleted._matcher(hostcheck_deleted.DEFAULT_IGNORE)  # pylint: disable=protected-access
+    out = {}
+    for group, recs in facts.bus.items():
+        for pid, rec in recs.items():
+            found = hostcheck_deleted.stale_files(rec, ignored, facts.quick)
+            if found:
+                out.setdefault(group, {})[pid] = found
+    return out
+
+
+def _bus_findings(facts):
+    out = []
+    for group, procs in sorted(bus_verdicts(facts).items()):
+        severity, text = _BUS_TEXT[group]
+        files = sorted({"{} {} {}".format(f["why"], f["kind"], f["path"]) for fs in procs.values() for f in fs})
+        out.append(hostcheck_check.finding(
+            NAME, "deleted-" + group, severity, text.format("old code ({})".format("; ".join(files[:3]))),
+            sorted(procs), files=files))
+    return out
+
+
+def graphical(facts, classes):
+    """Ids of graphical sessions whose leader runs."""
+    return sorted(s["id"] for s in classes["live"] if (s["type"] or "") in GRAPHICAL)
+
+
+def analyse(facts, opts):
+    """Judge the :class:`Facts`. Pure."""
+    if not facts.systemd or not facts.present:
+        return hostcheck_check.Diagnosis(NAME, [], [NOTE_NO_SYSTEMD if not facts.systemd else NOTE_NO_LOGIND],
+                                         {"sessions": 0, "closing": 0, "stale": 0, "orphaned": 0,
+                                          "rss_mb": None}, facts)
+    classes = classify(facts)
+    by_state = _count(map(operator.itemgetter("state"), facts.sessions))
+    by_service = _count(map(operator.itemgetter("service"), facts.sessions))
+    findings = [f for f in (_pile_finding(facts, opts, by_state, by_service),) if f]
+    findings += _leftover_findings(facts, classes["leftovers"])
+    findings += [f for f in (_stale_finding(classes["stale"], facts.leaders, facts.users),
+                             _rss_finding(facts, opts)) if f]
+    findings += _pam_findings(facts, opts, by_service) + _bus_findings(facts)
+    rss = facts.logind["rss_kb"]
+    details = {
+        "sessions": facts.count,
+        "closing": len(classes["leftovers"]) if facts.parsed else None,
+        "stale": len(classes["stale"]) if facts.parsed else facts.scopes_missing,
+        "orphaned": len(orphaned(classes["stale"], facts.users)) if facts.parsed else None,
+        "leftovers": sum(len(s["procs"]) for s in classes["leftovers"]) if facts.parsed else None,
+        "rss_mb": round(rss / 1024.0, 1) if rss is not None else None,
+        "by_state": by_state, "by_service": by_service, "graphical": graphical(facts, classes),
+    }
+    return hostcheck_check.Diagnosis(NAME, hostcheck_check.by_severity(findings), _notes(facts, classes), details,
+                                     facts)
+
+
+def _notes(facts, classes):
+    notes = list(facts.notes)
+    if facts.odd:
+        notes.append("{} entr{} in /run/systemd/sessions not read: {}".format(
+            len(facts.odd), "y" if len(facts.odd) == 1 else "ies",
+            "; ".join("{} ({})".format(n, why) for n, why in facts.odd[:5])))
+    if not facts.parsed:
+        notes.append("{} session files: only counted (quick view); 'stale' counts the files without a scope "
+                     "cgroup".format(facts.count))
+    if classes["unknown"]:
+        notes.append("{} session(s) whose leader is gone were not judged: their scope cgroups could not be "
+                     "looked at".format(len(classes["unknown"])))
+    if not facts.logind["pids"]:
+        notes.append("systemd-logind was not found in its unit's cgroup: its memory was not read")
+    if not facts.pam["services"]:
+        notes.append("no cron PAM file (crond, cron, fcron) under {}".format(facts.pam["etc"]))
+    return notes
+
+
+def summarise(diag):
+    """The grain entry: ``{sessions, closing, stale, rss_mb, count}``."""
+    d = diag.details
+    return {"sessions": d["sessions"], "closing": d["closing"], "stale": d["stale"], "rss_mb": d["rss_mb"],
+            "count": len(diag.findings)}
+
+
+# --------------------------------------------------------------------------
+# the remedy: logind_clean
+
+
+def _older_than(value, name):
+    return hostcheck_config.number(None, 0, 10 * 365 * 86400)(value, name)
+
+
+REMEDY_ARGS = {
+    "closing": hostcheck_config.globs(),
+    "older_than": _older_than,
+    "cron_pam": hostcheck_config.choice("keep", ("keep", "remove")),
+}
+CONFIG_KEYS = ()
+
+
+def _restart_wanted(diag):
+    d = diag.details
+    return diag.facts.systemd and diag.facts.parsed and bool(d.get("stale")) and d["stale"] > d["orphaned"]
+
+
+def remedy_facts(host, diag, args):  # pylint: disable=unused-argument
+    """What only the remedy reads, before the plan (test mode too): whether
+    a restart of logind now would hit its start limit."""
+    if not _restart_wanted(diag):
+        return
+    refused, notes = hostcheck_service.start_limits([LOGIND_UNIT])
+    diag.facts.refusals = dict(refused)
+    diag.facts.notes.extend(notes)
+
+
+def _match(service, globs):
+    return any(fnmatch.fnmatchcase(service or "", g) for g in globs)
+
+
+def _reap_items(diag, args):
+    """``(items, held)``: the closing sessions to reap (``{"session",
+    "service", "user", "pids": [[pid, starttime]]}``) and the notes about
+    those left alone."""
+    facts = diag.facts
+    protected = set(facts.protected)
+    items, held, young = [], {}, 0
+    for s in sorted(classify(facts)["leftovers"], key=lambda s: s["id"]):
+        if not args["closing"] or not _match(s["service"], args["closing"]):
+            held[s["service"] or "(none)"] = held.get(s["service"] or "(none)", 0) + 1
+            continue
+        age = session_age(s, facts.now)
+        if args["older_than"] is not None and (age is None or age < args["older_than"]):
+            young += 1
+            continue
+        if s["id"] == facts.self_session or protected.intersection(s["procs"]):
+            held["{} (holds this minion)".format(s["service"])] = 1
+            continue
+        ids = [[p, facts.procs[p]["starttime"]] for p in s["procs"]]
+        items.append({"session": s["id"], "service": s["service"], "user": _user(s, facts), "pids": ids})
+    notes = ["Left alone: {} closing session(s) of {} (name the service in closing to reap their leftovers)".format(
+        n, svc) for svc, n in sorted(held.items())]
+    if young:
+        notes.append("Left alone: {} matching closing session(s) younger than older_than={} s".format(
+            young, args["older_than"]))
+    return items, notes
+
+
+def _orphan_notes(diag):
+    facts = diag.facts
+    lost = sorted(s["id"] for s in orphaned(classify(facts)["stale"], facts.users)) if facts.parsed else []
+    if not lost:
+        return []
+    directory = os.path.join("/run", "systemd", "sessions")
+    return ["Left alone: {} stale session file(s) of users logind does not track; a restart does not remove "
+            "them (logind never loads them). Delete them by hand: rm {}{}".format(
+                len(lost), " ".join(os.path.join(directory, i) for i in lost[:10]), " ..." if len(lost) > 10 else "")]
+
+
+def _restart_item(diag):
+    """``(stale ids, problems)`` of the logind restart: the stale files of
+    users logind tracks."""
+    facts = diag.facts
+    if not _restart_wanted(diag):
+        return [], []
+    classes = classify(facts)
+    lost = {s["id"] for s in orphaned(classes["stale"], facts.users)}
+    stale = sorted(s["id"] for s in classes["stale"] if s["id"] not in lost)
+    gui = diag.details["graphical"]
+    if gui:
+        return [], ["Not restarting systemd-logind: graphical session(s) {} are in use; {} stale session "
+                    "file(s) stay until they end".format(", ".join(gui), len(stale))]
+    if LOGIND_UNIT in facts.refusals:
+        return [], ["Not restarting systemd-logind: " + facts.refusals[LOGIND_UNIT]]
+    return stale, []
+
+
+def _pam_items(diag, args):
+    """``(items, problems, notes)`` of the cron PAM edits."""
+    status = pam_status(diag.facts)
+    if not status:
+        return [], [], []
+    if args["cron_pam"] == "keep":
+        return [], [], ["pam_systemd is in the PAM stack of {} (kept: cron_pam=remove takes it out)".format(
+            ", ".join(sorted(status)))]
+    items, problems = [], []
+    files = diag.facts.pam["files"]
+    for service in sorted(status):
+        new, why = strip_pam_systemd(service, files)
+        if new is None:
+            problems.append("PAM stack of {} not edited: {}".format(service, why))
+            continue
+        path = os.path.join(diag.facts.pam["etc"], service)
+        old = files[service]["text"] if files[service]["path"] == path else ""
+        diff = "\n".join(difflib.unified_diff(old.splitlines(), new.splitlines(), path, path, lineterm=""))
+        items.append({"service": service, "path": path, "read_from": files[service]["path"],
+                      "old": files[service]["text"], "new": new, "diff": diff})
+    return items, problems, []
+
+
+def _refusal(diag):
+    """Why nothing may be done at all, or ``None``."""
+    facts = diag.facts
+    dbus = bus_verdicts(facts).get("dbus")
+    if dbus:
+        return ("Nothing done: the system bus (dbus, PID {}) runs a deleted binary; logind talks to everything "
+                "through it and dbus cannot be restarted safely (systemd #2488): reboot this host").format(
+            ", ".join(map(str, sorted(dbus))))
+    if facts.euid != 0:
+        return "Nothing done: the minion runs as uid {}; logind_clean needs root".format(facts.euid)
+    return None
+
+
+def _changes(pam, reap, stale):
+    changes = {}
+    if pam:
+        changes["pam"] = {it["path"]: {"diff": it["diff"]} for it in pam}
+    if reap:
+        changes["reaped"] = [{"session": it["session"], "service": it["service"], "user": it["user"],
+                              "pids": [p for p, _ in it["pids"]]} for it in reap]
+    if stale:
+        changes["restarted"] = [LOGIND_UNIT]
+        changes["stale_files"] = {"old": len(stale), "new": 0}
+    return changes
+
+
+def _preview(pam, reap, stale, rss):
+    lines = []
+    lines.extend("Would remove pam_systemd from the PAM stack of {} ({})".format(it["service"], it["path"])
+                 for it in pam)
+    if reap:
+        lines.append("Would reap the leftovers of {} closing session(s): {} process(es)".format(
+            len(reap), sum(len(it["pids"]) for it in reap)))
+    if stale:
+        lines.append("Would restart systemd-logind (RSS {} MB) to drop {} stale session file(s)".format(rss, len(stale)))
+    return lines
+
+
+def plan(diag, args):
+    """What ``logind_clean`` would do. Pure."""
+    facts = diag.facts
+    if not facts.systemd or not facts.present:
+        return hostcheck_check.Plan(idle=diag.notes[0] if diag.notes else "Nothing to do")
+    pam, problems, notes = _pam_items(diag, args)
+    reap, reap_notes = _reap_items(diag, args)
+    stale, restart_problems = _restart_item(diag)
+    problems += restart_problems
+    notes += reap_notes + _orphan_notes(diag) + [n for n in facts.notes if n.startswith("start limits")]
+    if pam or reap or stale:
+        why = _refusal(diag)
+        if why:
+            return hostcheck_check.Plan(problems=[why] + problems, notes=notes)
+    rss = diag.details["rss_mb"]
+    actions = {"pam": pam, "reap": reap, "stale": stale, "rss_mb": rss, "sessions": facts.count,
+               "never": list(facts.protected),
+               "rss_alarm": any(f["code"] == "logind-memory" for f in diag.findings)}
+    return hostcheck_check.Plan(_changes(pam, reap, stale), actions, problems, notes,
+                                _preview(pam, reap, stale, rss), idle="Nothing to clean in logind's sessions")
+
+
+def _unchanged(path, old):
+    """True when ``path`` still holds ``old`` (the text the plan was made from)."""
+    try:
+        now = hostcheck_files.read_regular(path, limit=FILE_LIMIT)
+    except OSError:
+        return False
+    return now is not None and now.text() == old
+
+
+def _write_pam(items, out):
+    """Write the PAM edits, each only if its source is unchanged since the
+    diagnosis; when one fails, the ones written are rolled back."""
+    done = []
+    for it in items:
+        if not _unchanged(it["read_from"], it["old"]):
+            out.problems.append("{} changed since it was read: not edited".format(it["read_from"]))
+            continue
+        try:
+            snap = hostcheck_files.Snapshot(it["path"])
+            hostcheck_files.atomic_write(it["path"], it["new"].encode("utf-8", "surrogateescape"))
+        except OSError as exc:
+            out.problems.append("Writing {} failed: {}".format(it["path"], exc.strerror or exc))
+            for prev, prev_snap in reversed(done):
+                try:
+                    prev_snap.restore()
+                    out.lines.append("Rolled back {}".format(prev["path"]))
+                except OSError as exc2:
+                    out.problems.append("Could not roll back {}: {}".format(prev["path"], exc2))
+            return
+        done.append((it, snap))
+    for it, _ in done:
+        out.changes.setdefault("pam", {})[it["path"]] = {"diff": it["diff"]}
+        out.lines.append("Removed pam_systemd from the PAM stack of {} ({})".format(it["service"], it["path"]))
+
+
+def _wait_sessions_gone(run_root, ids, timeout=GONE_WAIT):
+    base = os.path.join(run_root, "systemd", "sessions")
+    end = time.monotonic() + timeout
+    left = list(ids)
+    while left:
+        left = [i for i in left if os.path.lexists(os.path.join(base, i))]
+        if not left or time.monotonic() >= end:
+            break
+        time.sleep(0.1)
+    return left
+
+
+def _reap(host, items, never, out):
+    members = [tuple(m) for it in items for m in it["pids"]]
+    res = hostcheck_reaper.reap(members, timeout=REAP_TIMEOUT, proc_root=host.proc_root,
+                                never=set(never) | {os.getpid()})
+    ended = set(res["terminated"] + res["killed"] + res["gone"])
+    reaped = []
+    for it in items:
+        pids = [p for p, _ in it["pids"] if p in ended]
+        if pids:
+            reaped.append({"session": it["session"], "service": it["service"], "user": it["user"], "pids": pids})
+    if reaped:
+        out.changes["reaped"] = reaped
+        out.lines.append("Reaped the leftovers of {} closing session(s): {} terminated, {} killed, "
+                         "{} had already exited".format(len(reaped), len(res["terminated"]), len(res["killed"]),
+                                                        len(res["gone"])))
+    if res["survivors"]:
+        out.problems.append("Leftovers still alive after SIGKILL: PIDs {}".format(
+            ", ".join(map(str, res["survivors"]))))
+    left = _wait_sessions_gone(host.run_root, [it["session"] for it in reaped])
+    if left:
+        out.notes.append("{} reaped session(s) still listed by logind after {:.0f} s".format(len(left), GONE_WAIT))
+
+
+def _restart(host, stale, rss, out):
+    errors = hostcheck_service.restart_units([LOGIND_UNIT])
+    if errors.get(LOGIND_UNIT):
+        out.problems.append("systemctl restart {} failed: {}".format(LOGIND_UNIT, errors[LOGIND_UNIT]))
+        return
+    left = _wait_sessions_gone(host.run_root, stale)
+    out.changes["restarted"] = [LOGIND_UNIT]
+    out.changes["stale_files"] = {"old": len(stale), "new": len(left)}
+    out.lines.append("Restarted systemd-logind (systemctl restart; RSS before: {} MB): {} of {} stale session "
+                     "file(s) dropped".format(rss, len(stale) - len(left), len(stale)))
+
+
+def apply(host, plan_, args):  # pylint: disable=unused-argument
+    """Edit cron's PAM file (the inflow first), reap the named leftovers,
+    then restart logind (through hostcheck_files, hostcheck_reaper and
+    hostcheck_service only)."""
+    act = plan_.actions
+    out = hostcheck_check.Outcome()
+    if act["pam"]:
+        _write_pam(act["pam"], out)
+    if act["reap"]:
+        _reap(host, act["reap"], act.get("never", ()), out)
+    if act["stale"]:
+        _restart(host, act["stale"], act["rss_mb"], out)
+    return out
+
+
+def verify(plan_, outcome, after, args):  # pylint: disable=unused-argument
+    """Problems the new diagnosis shows: cron's stack still has pam_systemd,
+    reaped sessions still hold processes, stale files still there, logind's
+    memory did not drop."""
+    act = plan_.actions
+    problems = []
+    facts = after.facts
+    edited = {it["service"] for it in act["pam"] if it["path"] in outcome.changes.get("pam", {})}
+    still = sorted(edited & set(pam_status(facts)))
+    if still:
+        problems.append("pam_systemd is still in the PAM stack of " + ", ".join(still))
+    by_id = {s["id"]: s for s in facts.sessions}
+    reaped = [it["session"] for it in outcome.changes.get("reaped", [])]
+    busy = [i for i in reaped if i in by_id and by_id[i].get("procs")]
+    if busy:
+        problems.append("Closing session(s) still hold processes after reaping: " + ", ".join(busy[:20]))
+    if "restarted" in outcome.changes:
+        problems.extend(_verify_restart(act, after))
+    return problems
+
+
+def _verify_restart(act, after):
+    problems = []
+    stale_now = {s["id"] for s in classify(after.facts)["stale"]}
+    left = [i for i in act["stale"] if i in stale_now]
+    if left:
+        problems.append("{} stale session file(s) still there after the restart (e.g. {})".format(
+            len(left), ", ".join(left[:5])))
+    if after.details["sessions"] >= act["sessions"]:
+        problems.append("the session pile did not shrink: {} files before, {} after".format(
+            act["sessions"], after.details["sessions"]))
+    before, now = act["rss_mb"], after.details["rss_mb"]
+    if now is None:
+        problems.append("systemd-logind is not running after its restart")
+    elif act["rss_alarm"] and before is not None and now >= before:
+        problems.append("systemd-logind's memory did not drop: {} MB before, {} MB after".format(before, now))
+    return problems

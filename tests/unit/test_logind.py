@@ -1,0 +1,862 @@
+"""hostcheck_logind on fake /run, /sys/fs/cgroup, /proc and /etc trees (nothing
+of this host is read for the verdicts, signalled or restarted): the session
+files of systemd 219 and 252, PID reuse, FIFOs, C-escaped values, unreadable
+files, 10,000 files, the cron PAM stacks of RHEL and Debian, the purity of
+analyse and plan, and the remedy through hostcheck_check.run_remedy with
+hostcheck_service and hostcheck_reaper replaced by fakes."""
+import os
+import signal
+import time
+
+import pytest
+
+import hostcheck_check as hc
+import hostcheck_config as hcfg
+import hostcheck_logind as hl
+import hostcheck_reaper as hr
+import hostcheck_service as hs
+from tests.fakes import fake_proc_root, host_access_forbidden, make_proc
+
+BTIME = 1700000000
+CLK = os.sysconf("SC_CLK_TCK")
+#: a session created 10 s after boot (REALTIME, microseconds)
+REALTIME = (BTIME + 10) * 1000000
+OPTS = {"pile_warning": 1024, "pile_critical": 4096, "rss_warning_mb": 256, "rss_critical_mb": 1024}
+
+RHEL_CROND = """\
+#
+# The PAM configuration file for the cron daemon
+#
+#
+# Although no PAM authentication is called, auth modules
+# are used for credential setting
+auth       include    password-auth
+account    required   pam_access.so
+account    include    password-auth
+session    required   pam_loginuid.so
+session    include    password-auth
+"""
+RHEL_PASSWORD_AUTH = """\
+#%PAM-1.0
+# This file is auto-generated.
+# User changes will be destroyed the next time authconfig is run.
+auth        required      pam_env.so
+auth        required      pam_faildelay.so delay=2000000
+auth        sufficient    pam_unix.so nullok try_first_pass
+auth        requisite     pam_succeed_if.so uid >= 1000 quiet_success
+auth        required      pam_deny.so
+
+account     required      pam_unix.so
+account     sufficient    pam_localuser.so
+account     sufficient    pam_succeed_if.so uid < 1000 quiet
+account     required      pam_permit.so
+
+password    requisite     pam_pwquality.so try_first_pass local_users_only retry=3 authtok_type=
+password    sufficient    pam_unix.so sha512 shadow nullok try_first_pass use_authtok
+password    required      pam_deny.so
+
+session     optional      pam_keyinit.so revoke
+session     required      pam_limits.so
+-session     optional      pam_systemd.so
+session     [success=1 default=ignore] pam_succeed_if.so service in crond quiet use_uid
+session     required      pam_unix.so
+"""
+DEBIAN_CRON = """\
+# The PAM configuration file for the cron daemon
+
+@include common-auth
+
+# Sets the loginuid process attribute
+session    required     pam_loginuid.so
+
+session       required   pam_env.so
+session       required   pam_env.so envfile=/etc/default/locale
+
+@include common-account
+@include common-session-noninteractive
+
+session    required   pam_limits.so
+"""
+DEBIAN_NONINTERACTIVE = """\
+session	[default=1]			pam_permit.so
+session	requisite			pam_deny.so
+session	required			pam_permit.so
+session	required	pam_unix.so
+"""
+DEBIAN_COMMON = {
+    "common-auth": "auth\t[success=1 default=ignore]\tpam_unix.so nullok\nauth\trequisite\tpam_deny.so\n"
+                   "auth\trequired\tpam_permit.so\n",
+    "common-account": "account\t[success=1 new_authtok_reqd=done default=ignore]\tpam_unix.so\n"
+                      "account\trequisite\tpam_deny.so\naccount\trequired\tpam_permit.so\n",
+    "common-session-noninteractive": DEBIAN_NONINTERACTIVE,
+}
+
+
+def session_252(sid, uid=65534, user="nobody", state="closing", service="su-l", leader=53,
+                realtime=REALTIME, extra=""):
+    return ("# This is private data. Do not parse.\nUID={uid}\nUSER={user}\nACTIVE=1\nIS_DISPLAY=0\n"
+            "STATE={state}\nREMOTE=0\nTYPE=unspecified\nORIGINAL_TYPE=unspecified\nCLASS=background\n"
+            "SCOPE=session-{sid}.scope\nREMOTE_USER=root\nSERVICE={service}\nPOSITION=0\nLEADER={leader}\n"
+            "REALTIME={rt}\nMONOTONIC=4871415870\n{extra}").format(
+        uid=uid, user=user, state=state, sid=sid, service=service, leader=leader, rt=realtime, extra=extra)
+
+
+def session_219(sid, uid=0, user="root", state="closing", service="crond", leader=4567, realtime=REALTIME):
+    return ("# This is private data. Do not parse.\nUID={uid}\nUSER={user}\nACTIVE=1\nSTATE={state}\n"
+            "REMOTE=0\nKILL_PROCESSES=0\nTYPE=unspecified\nCLASS=user\nSCOPE=session-{sid}.scope\n"
+            "SCOPE_JOB=/org/freedesktop/systemd1/job/1234\nFIFO=/run/systemd/sessions/{sid}.ref\n"
+            "SERVICE={service}\nLEADER={leader}\nAUDIT={sid}\nREALTIME={rt}\nMONOTONIC=12345678\n").format(
+        uid=uid, user=user, state=state, sid=sid, service=service, leader=leader, rt=realtime)
+
+
+class FakeHost(hc.Host):
+    """A Host whose euid is root whoever runs the tests."""
+
+    @staticmethod
+    def euid():
+        return 0
+
+
+class Bed:
+    """tmp_path/{run,cg,proc,etc}: a systemd host with logind (PID 40) and dbus (PID 41)."""
+
+    def __init__(self, tmp_path, layout="v2", rss_kb=8304):
+        self.tmp = tmp_path
+        self.run = tmp_path / "run"
+        self.sessions = self.run / "systemd" / "sessions"
+        self.sessions.mkdir(parents=True)
+        (self.run / "systemd" / "system").mkdir()
+        (self.run / "systemd" / "users").mkdir()
+        self.cg_root = tmp_path / "cg"
+        self.cg_root.mkdir()
+        if layout == "v2":
+            (self.cg_root / "cgroup.controllers").write_text("cpu memory pids\n")
+            self.cg = self.cg_root
+        else:  # v1 / hybrid: systemd tracks units in the name=systemd hierarchy
+            self.cg = self.cg_root / "systemd"
+            self.cg.mkdir()
+        self.proc = fake_proc_root(tmp_path, btime=BTIME)
+        self.etc = tmp_path / "etc"
+        (self.etc / "pam.d").mkdir(parents=True)
+        make_proc(self.proc, 1, 0, comm="systemd", cmdline=b"/sbin/init\0", exe="/usr/lib/systemd/systemd",
+                  starttime=1)
+        self.add_proc(40, comm="systemd-logind", exe="/usr/lib/systemd/systemd-logind",
+                      cgroup="/system.slice/systemd-logind.service", rss_kb=rss_kb)
+        self.add_proc(41, comm="dbus-daemon", exe="/usr/bin/dbus-daemon",
+                      cgroup="/system.slice/dbus.service", cmdline=b"/usr/bin/dbus-daemon\0--system\0")
+        self.unit_procs("systemd-logind.service", [40])
+        self.unit_procs("dbus.service", [41])
+        self.user(65534, "nobody")
+
+    def host(self):
+        return FakeHost(proc_root=str(self.proc), etc_root=str(self.etc), run_root=str(self.run),
+                        cgroup_root=str(self.cg_root))
+
+    def add_proc(self, pid, comm="sleep", exe="/usr/bin/sleep", cgroup="/", starttime=500, cmdline=None,
+                 rss_kb=None, uid=0):
+        d = make_proc(self.proc, pid, 1, comm=comm, exe=exe, starttime=starttime, uid=uid,
+                      cmdline=cmdline or (exe.encode() + b"\0"), cgroup="0::{}\n".format(cgroup).encode())
+        if rss_kb is not None:
+            (d / "status").write_text("Name:\t{}\nUid:\t0\t0\t0\t0\nVmRSS:\t  {} kB\n".format(comm, rss_kb))
+        return d
+
+    def unit_procs(self, unit, pids):
+        d = self.cg / "system.slice" / unit
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cgroup.procs").write_text("".join("{}\n".format(p) for p in pids))
+
+    def scope(self, uid, sid, pids=()):
+        d = self.cg / "user.slice" / "user-{}.slice".format(uid) / "session-{}.scope".format(sid)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cgroup.procs").write_text("".join("{}\n".format(p) for p in pids))
+        return d
+
+    def user(self, uid, name):
+        (self.run / "systemd" / "users" / str(uid)).write_text(
+            "# This is private data. Do not parse.\nNAME={}\nSTATE=active\n".format(name))
+
+    def session(self, sid, text):
+        (self.sessions / sid).write_text(text)
+
+    def closing(self, sid, leftover, service="su-l", uid=65534, leader=9000 + 1):
+        """A closing session: leader gone, ``leftover`` (a new process) in its scope."""
+        self.add_proc(leftover, cgroup="/user.slice/user-{}.slice/session-{}.scope".format(uid, sid),
+                      starttime=700, uid=uid)
+        self.scope(uid, sid, [leftover])
+        self.session(sid, session_252(sid, uid=uid, service=service, leader=leader))
+
+    def stale(self, sid, leader=9999, service="crond", uid=65534):
+        """A stale file of a user logind tracks (``uid`` has a users file)."""
+        self.session(sid, session_219(sid, service=service, leader=leader, uid=uid,
+                                      user="nobody" if uid == 65534 else "u{}".format(uid)))
+
+    def pam_rhel(self):
+        (self.etc / "pam.d" / "crond").write_text(RHEL_CROND)
+        (self.etc / "pam.d" / "password-auth-ac").write_text(RHEL_PASSWORD_AUTH)
+        os.symlink("password-auth-ac", self.etc / "pam.d" / "password-auth")
+
+    def pam_debian(self, noninteractive=DEBIAN_NONINTERACTIVE + "session\toptional\tpam_systemd.so\n"):
+        (self.etc / "pam.d" / "cron").write_text(DEBIAN_CRON)
+        for name, text in dict(DEBIAN_COMMON, **{"common-session-noninteractive": noninteractive}).items():
+            (self.etc / "pam.d" / name).write_text(text)
+
+
+@pytest.fixture
+def bed(tmp_path):
+    return Bed(tmp_path)
+
+
+def diag(bed, quick=False, opts=None):
+    return hc.diagnose(hl, bed.host(), dict(OPTS, **(opts or {})), quick=quick)
+
+
+def codes(d):
+    return sorted((f["code"], f["severity"]) for f in d.findings)
+
+
+@pytest.fixture
+def no_hang():
+    """Fail (instead of hanging the run) when something blocks, e.g. on a FIFO."""
+    def boom(signum, frame):
+        raise TimeoutError("blocked: a FIFO was opened in a blocking way")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+# ---- session files ----------------------------------------------------------
+
+
+def test_c_escaped_and_quoted_values():
+    assert hl.cunescape(b"cron\\x2djob") == "cron-job"
+    assert hl.cunescape(b"caf\\303\\251") == "caf\u00e9"
+    assert hl.cunescape(b"a\\tb\\\\c\\nd") == "a\tb\\c\nd"
+    assert hl.cunescape(b'"host name \\"x\\""') == 'host name "x"'
+    assert hl.cunescape(b"'lit\\eral'") == "lit\\eral"
+    assert hl.cunescape(b"\\u00e9\\U0001F600") == "\u00e9\U0001F600"
+    assert hl.cunescape(b"trailing\\") == "trailing\\"
+    assert hl.cunescape(b"\\q") == "q"
+    rec = hl.parse_session("c7", session_252("c7", service="su\\x2dl", user="\\303\\251ric").encode())
+    assert (rec["service"], rec["user"], rec["leader"], rec["uid"]) == ("su-l", "\u00e9ric", 53, 65534)
+
+
+def test_219_and_252_session_files_parse_alike():
+    a = hl.parse_session("123", session_219("123").encode())
+    b = hl.parse_session("c1", session_252("c1").encode())
+    for rec, sid, service in ((a, "123", "crond"), (b, "c1", "su-l")):
+        assert rec["id"] == sid and hl.scope_of(rec) == "session-{}.scope".format(sid)
+        assert rec["state"] == "closing" and rec["service"] == service and rec["realtime"] == REALTIME
+    # a file without SCOPE still names logind's scope
+    assert hl.parse_session("9", b"STATE=active\nLEADER=5\n")["state"] == "active"  # no comment line
+    assert hl.parse_session("9", b"STATE=active\nLEADER=5\n")["leader"] == 5
+    assert hl.parse_session("9", b"LEADER=garbage\n")["leader"] is None
+
+
+def test_the_fast_parser_gives_what_the_general_one_gives():
+    now = REALTIME
+    raws = [("c{}".format(i), session_252("c{}".format(i), leader=100 + i, realtime=now + i).encode())
+            for i in range(40)]
+    raws += [(str(i), session_219(str(i), leader=200 + i, service="crond" if i % 2 else "sshd").encode())
+             for i in range(40)]
+    raws += [
+        ("e1", session_252("e1", service="cron\\x2djob", user='"quoted user"').encode()),  # escapes
+        ("n1", session_252("n1").replace("SERVICE=su-l\n", "").encode()),  # no SERVICE: general parser
+        ("o1", b"STATE=active\nUID=5\nLEADER=7\n"),  # no comment line, other order
+        ("x1", session_252("x1").replace("LEADER=53", "LEADER=").encode()),  # empty number
+        ("d1", session_252("d1") .encode() + b"STATE=online\n"),  # a repeated key: the last one wins
+        ("t1", session_219("t1").encode() + b"EXTRA=1\n"),  # an unknown trailing key
+    ]
+    expected = {name: hl.parse_session(name, raw) for name, raw in raws}
+    assert {r["id"]: r for r in hl.parse_sessions(raws)} == expected
+    assert expected["e1"]["service"] == "cron-job" and expected["e1"]["user"] == "quoted user"
+    assert expected["n1"]["service"] is None and expected["d1"]["state"] == "online"
+    # in batches, with the layouts learned once
+    monkey = hl.BATCH
+    try:
+        hl.BATCH = 7
+        state = ({}, [])
+        got = [r for start in range(0, len(raws), 7) for r in hl.parse_sessions(raws[start:start + 7], state)]
+    finally:
+        hl.BATCH = monkey
+    assert {r["id"]: r for r in got} == expected and len(state[1]) >= 2
+
+
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+def test_each_kind_is_found_on_252_and_219_trees(tmp_path, layout):
+    bed = Bed(tmp_path, layout=layout)
+    bed.pam_debian(noninteractive=DEBIAN_NONINTERACTIVE)  # clean
+    # a live session: leader 300 started before the session, its scope holds it
+    bed.add_proc(300, comm="bash", exe="/usr/bin/bash", cgroup="/user.slice/user-0.slice/session-2.scope")
+    bed.scope(0, "2", [300])
+    bed.session("2", session_252("2", uid=0, user="root", state="active", service="sshd", leader=300))
+    bed.closing("c1", 500)
+    bed.closing("c2", 501)
+    bed.stale("1001")
+    bed.stale("1002", leader=300)  # PID 300 exists, but this session's scope does not... leader alive
+    d = diag(bed)
+    assert codes(d) == [("closing-leftovers", "warning"), ("stale-session-files", "warning")]
+    (left,) = [f for f in d.findings if f["code"] == "closing-leftovers"]
+    assert (left["service"], left["sessions"], left["pids"], left["users"]) == ("su-l", 2, [500, 501], ["nobody"])
+    assert left["programs"] == {"sleep": 2}
+    (stale,) = [f for f in d.findings if f["code"] == "stale-session-files"]
+    assert stale["session_ids"] == ["1001"] and stale["reasons"] == {"leader gone": 1}
+    assert hl.summarise(d) == {"sessions": 5, "closing": 2, "stale": 1, "rss_mb": 8.1, "count": 2}
+    assert d.details["by_state"] == {"closing": 4, "active": 1}
+
+
+def test_pid_reuse_makes_a_session_stale(bed):
+    # leader PID 300 exists but started (starttime 100000 ticks) long after the session
+    bed.add_proc(300, comm="nginx", exe="/usr/sbin/nginx", starttime=100000 * CLK // 100)
+    bed.stale("77", leader=300)
+    # a leader that started before the session is alive: not stale
+    bed.add_proc(301, comm="crond", exe="/usr/sbin/crond", starttime=200)
+    bed.stale("78", leader=301)
+    d = diag(bed)
+    (stale,) = [f for f in d.findings if f["code"] == "stale-session-files"]
+    assert stale["session_ids"] == ["77"] and stale["reasons"] == {"leader PID reused": 1}
+
+
+def test_reused_leader_with_processes_in_its_scope_is_closing_not_live(bed):
+    bed.add_proc(300, comm="nginx", exe="/usr/sbin/nginx", starttime=100000 * CLK // 100)
+    bed.closing("c3", 510, leader=300)
+    d = diag(bed)
+    assert codes(d) == [("closing-leftovers", "warning")]
+
+
+def test_stale_files_of_users_logind_does_not_track_are_left_to_a_person(bed, monkeypatch):
+    """logind 252 skips them at start ("User of session X not known") and
+    never removes their files, so a restart is not planned for them."""
+    fakes = Fakes(bed, monkeypatch)
+    bed.stale("1001", uid=0)
+    bed.stale("1002", uid=0)
+    d = diag(bed)
+    (f,) = d.findings
+    assert (f["stale"], f["orphaned"], f["orphaned_ids"]) == (2, 2, ["1001", "1002"])
+    assert "logind does not track (UID 0)" in f["summary"] and "delete them by hand" in f["summary"]
+    ret = remedy(bed, {})
+    assert ret["result"] is True and ret["changes"] == {} and fakes.restarts == []
+    assert "rm /run/systemd/sessions/1001 /run/systemd/sessions/1002" in ret["comment"]
+    bed.stale("1003")  # one of a tracked user: the restart is for that one only
+    ret = remedy(bed, {})
+    assert ret["result"] is True and ret["changes"]["stale_files"] == {"old": 1, "new": 0}, ret
+    assert fakes.restarts == [["systemd-logind.service"]]
+
+
+def test_young_sessions_are_never_stale(bed):
+    now = int(time.time() * 1e6)
+    bed.session("c9", session_252("c9", leader=9999, realtime=now))
+    assert diag(bed).findings == []
+
+
+def test_fifos_are_never_opened(bed, no_hang, monkeypatch):
+    bed.closing("c1", 500)
+    os.mkfifo(bed.sessions / "c1.ref")
+    os.mkfifo(bed.sessions / "1001.ref")
+    os.mkfifo(bed.sessions / "55")  # a FIFO named like a session
+    os.symlink("/etc/shadow", bed.sessions / "56")  # never followed
+    (bed.sessions / ".#c1AbCdEf").write_text("half written")  # logind's temporary file
+    real_open = os.open
+
+    def guarded(path, *args, **kwargs):
+        name = os.path.basename(str(path))
+        assert not name.endswith(".ref") and name not in ("55", "56"), "opened " + str(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded)
+    for quick in (False, True):
+        d = diag(bed, quick=quick)
+        assert d.details["sessions"] == 1 and d.facts.refs == 2
+        assert sorted(n for n, _ in d.facts.odd) == ["55", "56"]
+        assert any("55 (not a regular file" in n for n in d.notes)
+
+
+def test_unreadable_and_oversized_files_are_noted_not_fatal(bed, monkeypatch):
+    bed.closing("c1", 500)
+    bed.stale("1001")
+    bed.session("1002", "X" * (hl.FILE_LIMIT + 10))
+    real_open = os.open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith("/sessions/1001"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    d = diag(bed)
+    odd = dict(d.facts.odd)
+    assert odd["1001"].startswith("unreadable") and "larger than" in odd["1002"]
+    assert codes(d) == [("closing-leftovers", "warning")] and d.details["sessions"] == 1
+
+
+def test_no_systemd_or_no_logind_is_a_note_without_findings(tmp_path):
+    bed = Bed(tmp_path)
+    bed.closing("c1", 500)
+    (bed.run / "systemd" / "system").rmdir()
+    d = diag(bed)
+    assert d.findings == [] and d.notes == [hl.NOTE_NO_SYSTEMD]
+    assert hl.summarise(d) == {"sessions": 0, "closing": 0, "stale": 0, "rss_mb": None, "count": 0}
+    (bed.run / "systemd" / "system").mkdir()
+    for f in bed.sessions.iterdir():
+        f.unlink()
+    bed.sessions.rmdir()
+    bed.unit_procs("systemd-logind.service", [])
+    d = diag(bed)
+    assert d.findings == [] and d.notes == [hl.NOTE_NO_LOGIND]
+    ret = hc.run_remedy(hl, "x", {"cron_pam": "remove"}, host=bed.host())
+    assert ret["result"] is True and ret["changes"] == {} and hl.NOTE_NO_LOGIND in ret["comment"]
+
+
+def test_pileup_thresholds_and_logind_memory(bed):
+    for i in range(30):
+        bed.stale(str(2000 + i), service="crond" if i % 3 else "sshd")
+    (bed.proc / "40" / "status").write_text("Name:\tsystemd-logind\nVmRSS:\t6291456 kB\n")
+    d = diag(bed, opts={"pile_warning": 10, "pile_critical": 25, "rss_warning_mb": 100, "rss_critical_mb": 5000})
+    assert codes(d) == [("logind-memory", "critical"), ("session-pileup", "critical"),
+                        ("stale-session-files", "warning")]
+    pile = d.findings[0] if d.findings[0]["code"] == "session-pileup" else d.findings[1]
+    assert pile["by_service"] == {"crond": 20, "sshd": 10} and pile["by_state"] == {"closing": 30}
+    assert "logind refuses new sessions at 8192" in pile["summary"]
+    assert hl.summarise(d)["rss_mb"] == 6144.0
+    d = diag(bed, opts={"pile_warning": 10, "pile_critical": 100})
+    assert ("session-pileup", "warning") in codes(d)
+
+
+def test_options_are_validated():
+    assert hc.options(hl)["pile_critical"] == 4096
+    with pytest.raises(hcfg.ConfigError, match="pile_warning"):
+        hc.options(hl, {"pile_warning": "many"})
+    with pytest.raises(hcfg.ConfigError, match="rss_critical_mb"):
+        hc.options(hl, {"rss_critical_mb": -1})
+    assert hc.options(hl, get=lambda key: 50 if key == "hostcheck:logind:pile_warning" else None)[
+        "pile_warning"] == 50
+
+
+def test_ten_thousand_files(bed):
+    bed.pam_rhel()
+    for i in range(10000):
+        bed.stale(str(100000 + i))
+    for i in range(20):
+        bed.closing("c{}".format(i), 600 + i)
+    t = time.process_time()
+    d = diag(bed)
+    spent = time.process_time() - t
+    assert d.details["sessions"] == 10020 and d.details["stale"] == 10000 and d.details["closing"] == 20
+    assert ("session-pileup", "critical") in codes(d)
+    (pam,) = [f for f in d.findings if f["code"] == "cron-pam-systemd"]
+    assert pam["severity"] == "critical" and pam["cron_sessions"] == 10000  # the pile comes from cron
+    assert spent < 5, spent
+    # the grain only counts: no session file is parsed
+    q = diag(bed, quick=True)
+    assert hl.summarise(q) == {"sessions": 10020, "closing": None, "stale": 10000, "rss_mb": 8.1,
+                               "count": len(q.findings)}
+    assert q.facts.parsed is False and q.facts.sessions == []
+
+
+def test_grain_parses_a_few_files(bed):
+    bed.closing("c1", 500)
+    bed.stale("1001")
+    assert hl.summarise(diag(bed, quick=True)) == {"sessions": 2, "closing": 1, "stale": 1, "rss_mb": 8.1,
+                                                   "count": 2}
+
+
+# ---- rule 6: logind, dbus, PID 1 on deleted binaries -------------------------
+
+
+def _maps(path):
+    return "55d4a0000000-55d4a0010000 r-xp 00000000 08:01 1234 {}\n".format(path)
+
+
+def test_deleted_binaries_of_the_bus_peers(bed):
+    os.unlink(bed.proc / "41" / "exe")
+    os.symlink("/usr/bin/dbus-daemon (deleted)", bed.proc / "41" / "exe")
+    (bed.proc / "41" / "maps").write_text(_maps("/usr/bin/dbus-daemon (deleted)"))
+    os.symlink(str(bed.tmp / "rootfs"), bed.proc / "41" / "root")
+    (bed.tmp / "rootfs").mkdir()
+    (bed.proc / "40" / "maps").write_text(_maps("/usr/lib/systemd/systemd-logind"))  # current: no root link
+    d = diag(bed)
+    (f,) = d.findings
+    assert (f["code"], f["severity"], f["pids"]) == ("deleted-dbus", "critical", [41])
+    assert "reboot" in f["summary"] and f["files"] == ["deleted exe /usr/bin/dbus-daemon"]
+    q = diag(bed, quick=True)
+    assert [x["code"] for x in q.findings] == ["deleted-dbus"]
+    # the remedy refuses to act and says reboot
+    bed.stale("1001")
+    ret = hc.run_remedy(hl, "x", {}, host=bed.host())
+    assert ret["result"] is False and ret["changes"] == {} and "reboot" in ret["comment"]
+    assert (bed.sessions / "1001").exists()
+
+
+def test_quick_rule6_for_logind_and_init(bed):
+    for pid, exe in ((40, "/usr/lib/systemd/systemd-logind (deleted)"), (1, "/usr/lib/systemd/systemd (deleted)")):
+        os.unlink(bed.proc / str(pid) / "exe")
+        os.symlink(exe, bed.proc / str(pid) / "exe")
+    d = diag(bed, quick=True)
+    assert codes(d) == [("deleted-init", "warning"), ("deleted-logind", "warning")]
+
+
+# ---- rule 5: cron's PAM stack ------------------------------------------------
+
+
+def test_rhel_crond_through_password_auth(bed):
+    bed.pam_rhel()
+    d = diag(bed)
+    (f,) = d.findings
+    assert (f["code"], f["severity"], f["service"]) == ("cron-pam-systemd", "warning", "crond")
+    pam = str(bed.etc / "pam.d")
+    assert f["chains"] == [["{}/crond:11: session    include    password-auth".format(pam),
+                            "{}/password-auth:21: -session     optional      pam_systemd.so".format(pam)]]
+
+
+def test_debian_cron_through_at_include(bed):
+    bed.pam_debian()
+    (f,) = diag(bed).findings
+    assert f["service"] == "cron" and f["chains"][0][0].endswith("cron:12: @include common-session-noninteractive")
+
+
+def test_debian_default_cron_is_clean(bed):
+    bed.pam_debian(noninteractive=DEBIAN_NONINTERACTIVE)
+    assert diag(bed).findings == []
+
+
+def test_auth_include_does_not_bring_session_lines(bed):
+    (bed.etc / "pam.d" / "crond").write_text("auth include password-auth\naccount include password-auth\n")
+    (bed.etc / "pam.d" / "password-auth").write_text(RHEL_PASSWORD_AUTH)
+    assert diag(bed).findings == []
+
+
+def _files(bed):
+    return hl.read_pam(str(bed.etc))["files"]
+
+
+def test_strip_rhel_inlines_session_lines_and_keeps_password_auth(bed):
+    bed.pam_rhel()
+    files = _files(bed)
+    new, why = hl.strip_pam_systemd("crond", files)
+    assert why is None
+    assert new.splitlines()[:10] == RHEL_CROND.splitlines()[:10]
+    assert new.splitlines()[10:] == [
+        "# hostcheck logind_clean: inlined without pam_systemd: session    include    password-auth",
+        "session     optional      pam_keyinit.so revoke",
+        "session     required      pam_limits.so",
+        "# hostcheck logind_clean: removed: -session     optional      pam_systemd.so",
+        "session     [success=1 default=ignore] pam_succeed_if.so service in crond quiet use_uid",
+        "session     required      pam_unix.so",
+    ]
+    old = hl.expand("crond", files)
+    files["crond"] = dict(files["crond"], text=new)
+    assert hl.chains("crond", files) == []
+    assert [e["raw"] for _, e in hl.expand("crond", files)] == [e["raw"] for _, e in old if not hl.is_pam_systemd(e)]
+
+
+def test_strip_debian_inlines_the_included_file(bed):
+    bed.pam_debian()
+    new, why = hl.strip_pam_systemd("cron", _files(bed))
+    assert why is None
+    lines = new.splitlines()
+    i = lines.index("# hostcheck logind_clean: inlined without pam_systemd: @include common-session-noninteractive")
+    assert lines[i + 1:i + 6] == DEBIAN_NONINTERACTIVE.splitlines() + [
+        "# hostcheck logind_clean: removed: session\toptional\tpam_systemd.so"]
+    assert "@include common-auth" in lines and "@include common-account" in lines
+
+
+def test_strip_keeps_types_of_a_nested_at_include(bed):
+    (bed.etc / "pam.d" / "crond").write_text("session include system-auth\n")
+    (bed.etc / "pam.d" / "system-auth").write_text(
+        "auth required pam_env.so\n@include common-x\nsession optional pam_systemd.so\n")
+    (bed.etc / "pam.d" / "common-x").write_text("auth required pam_unix.so\nsession required pam_unix.so\n")
+    new, why = hl.strip_pam_systemd("crond", _files(bed))
+    assert why is None and "session\tinclude\tcommon-x" in new.splitlines()
+    assert not [line for line in new.splitlines() if line.startswith("auth")]
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("session [success=3 default=ignore] pam_succeed_if.so quiet\nsession required pam_limits.so\n"
+     "session optional pam_systemd.so\nsession required pam_unix.so\n", "jumps over pam_systemd"),
+    ("session substack password-auth\n", "substack"),
+    ("session include missing-file\nsession optional pam_systemd.so\n", "cannot read PAM file missing-file"),
+])
+def test_strip_refuses_what_it_cannot_edit_safely(bed, text, fragment):
+    (bed.etc / "pam.d" / "crond").write_text(text)
+    (bed.etc / "pam.d" / "password-auth").write_text(RHEL_PASSWORD_AUTH)
+    new, why = hl.strip_pam_systemd("crond", _files(bed))
+    assert new is None and fragment in why
+
+
+def test_pam_parsing_continuations_comments_brackets():
+    text = "session [success=1 \\\n  default=ignore] pam_x.so a # trailing\n# comment\n-session optional pam_systemd.so\n"
+    entries = [e for e in hl.parse_pam(text) if e["kind"] != "blank"]
+    assert entries[0]["control"] == "[success=1 default=ignore]" and entries[0]["args"] == ["a"]
+    assert entries[1]["dash"] and hl.is_pam_systemd(entries[1])
+    assert hl.parse_pam("session optional /lib/security/pam_systemd.so\n")[0]["module"].endswith("pam_systemd.so")
+
+
+def test_include_loop_is_not_fatal(bed):
+    (bed.etc / "pam.d" / "crond").write_text("session include a\n")
+    (bed.etc / "pam.d" / "a").write_text("session include crond\n")
+    assert diag(bed).findings == []
+
+
+# ---- purity ------------------------------------------------------------------
+
+
+def _incident(bed):
+    bed.pam_rhel()
+    for i in range(5):
+        bed.closing("c{}".format(i), 500 + i)
+    bed.closing("c9", 520, service="crond", uid=0)
+    for i in range(8):
+        bed.stale(str(1000 + i))
+
+
+def test_read_then_pure_analyse_and_plan(bed):
+    _incident(bed)
+    facts = hl.read(bed.host(), OPTS)
+    with host_access_forbidden():
+        d = hl.analyse(facts, OPTS)
+        p = hl.plan(d, {"closing": ["su*"], "older_than": None, "cron_pam": "remove"})
+        hl.summarise(d)
+    assert codes(d) == [("closing-leftovers", "warning"), ("closing-leftovers", "warning"),
+                        ("cron-pam-systemd", "warning"), ("stale-session-files", "warning")]
+    assert sorted(p.changes) == ["pam", "reaped", "restarted", "stale_files"]
+    assert [it["session"] for it in p.changes["reaped"]] == ["c0", "c1", "c2", "c3", "c4"]
+    assert p.changes["stale_files"] == {"old": 8, "new": 0}
+    assert any("crond" in n and "closing" in n for n in p.notes)
+
+
+# ---- the remedy, through the one state runner --------------------------------
+
+
+class Fakes:
+    """hostcheck_service and hostcheck_reaper replaced: restarting logind
+    drops the stale files (those without a scope) and shrinks its memory;
+    reaping removes the processes from the fake /proc and their scopes."""
+
+    def __init__(self, bed, monkeypatch):
+        self.bed = bed
+        self.restarts = []
+        self.reaped = []
+        monkeypatch.setattr(hs, "restart_units", self.restart_units)
+        monkeypatch.setattr(hs, "start_limits", lambda units, **kw: ({}, []))
+        monkeypatch.setattr(hr, "reap", self.reap)
+        monkeypatch.setattr(hl, "GONE_WAIT", 0.2)
+        monkeypatch.setattr(os, "kill", self.forbidden)
+        if hasattr(signal, "pidfd_send_signal"):
+            monkeypatch.setattr(signal, "pidfd_send_signal", self.forbidden)
+
+    @staticmethod
+    def forbidden(*args):
+        raise AssertionError("a real signal was sent: {!r}".format(args))
+
+    def restart_units(self, units, timeout=120):
+        self.restarts.append(list(units))
+        scopes = {p.name for p in self.bed.cg.glob("user.slice/*/session-*.scope")}
+        users = {p.name for p in (self.bed.run / "systemd" / "users").iterdir()}
+        for f in list(self.bed.sessions.iterdir()):
+            uid = hl.parse_session(f.name, f.read_bytes())["uid"]
+            if "session-{}.scope".format(f.name) not in scopes and str(uid) in users:
+                f.unlink()  # as logind 252 does: files of users it does not track stay
+        (self.bed.proc / "40" / "status").write_text("Name:\tsystemd-logind\nVmRSS:\t8000 kB\n")
+        return dict.fromkeys(units)
+
+    def reap(self, members, timeout=10.0, proc_root="/proc", never=(1,), **kw):
+        members = [tuple(m) for m in members]
+        assert not {p for p, _ in members} & set(never)
+        self.reaped.extend(members)
+        for pid, _ in members:
+            cg = (self.bed.proc / str(pid) / "cgroup").read_text().split("::", 1)[1].strip()
+            for f in sorted((self.bed.proc / str(pid)).rglob("*"), reverse=True):
+                f.unlink() if not f.is_dir() or f.is_symlink() else f.rmdir()
+            (self.bed.proc / str(pid)).rmdir()
+            scope = self.bed.cg / cg.lstrip("/")
+            (scope / "cgroup.procs").unlink()
+            scope.rmdir()
+            (self.bed.sessions / scope.name[len("session-"):-len(".scope")]).unlink()  # logind drops it
+        return {"terminated": sorted(p for p, _ in members), "killed": [], "survivors": [], "gone": []}
+
+
+def remedy(bed, args, test=False):
+    return hc.run_remedy(hl, "logind", args, test=test, host=bed.host())
+
+
+def test_test_mode_then_real_run_then_noop(bed, monkeypatch):
+    _incident(bed)
+    fakes = Fakes(bed, monkeypatch)
+    args = {"closing": ["su*"], "cron_pam": "remove"}
+    before = {p.name: p.read_bytes() for p in bed.etc.joinpath("pam.d").iterdir()}
+    dry = remedy(bed, args, test=True)
+    assert dry["result"] is None, dry
+    assert (fakes.restarts, fakes.reaped) == ([], [])
+    assert {p.name: p.read_bytes() for p in bed.etc.joinpath("pam.d").iterdir()} == before
+    assert len(list(bed.sessions.iterdir())) == 14
+
+    ret = remedy(bed, args)
+    assert ret["result"] is True, ret
+    assert sorted(ret["changes"]) == sorted(dry["changes"])
+    assert ret["changes"]["stale_files"] == {"old": 8, "new": 0}
+    assert fakes.restarts == [["systemd-logind.service"]]
+    assert sorted(p for p, _ in fakes.reaped) == [500, 501, 502, 503, 504]
+    assert (bed.proc / "520").exists() and (bed.sessions / "c9").exists()  # crond's: not named
+    crond = (bed.etc / "pam.d" / "crond").read_text()
+    assert not [line for line in crond.splitlines() if "pam_systemd" in line and not line.startswith("#")]
+    assert (bed.etc / "pam.d" / "password-auth-ac").read_text() == RHEL_PASSWORD_AUTH
+    assert os.path.islink(bed.etc / "pam.d" / "password-auth")
+    assert "+session     optional      pam_keyinit.so revoke" in ret["changes"]["pam"][str(bed.etc / "pam.d" / "crond")]["diff"]
+    assert "Restarted systemd-logind" in ret["comment"] and "Reaped the leftovers of 5" in ret["comment"]
+
+    again = remedy(bed, args)
+    assert again["result"] is True and again["changes"] == {}, again
+    assert fakes.restarts == [["systemd-logind.service"]] and len(fakes.reaped) == 5
+    assert "Left alone: 1 closing session(s) of crond" in again["comment"]
+
+
+def test_test_mode_keys_equal_real_keys_for_each_part(bed, monkeypatch):
+    Fakes(bed, monkeypatch)
+    bed.stale("1001")
+    dry = remedy(bed, {}, test=True)
+    real = remedy(bed, {})
+    assert dry["result"] is None and real["result"] is True
+    assert sorted(dry["changes"]) == sorted(real["changes"]) == ["restarted", "stale_files"]
+
+
+def test_cron_pam_keep_only_reports(bed, monkeypatch):
+    Fakes(bed, monkeypatch)
+    bed.pam_debian()
+    ret = remedy(bed, {})
+    assert ret["result"] is True and ret["changes"] == {}
+    assert "cron_pam=remove takes it out" in ret["comment"]
+    ret = remedy(bed, {"cron_pam": "remove"})
+    assert ret["result"] is True and list(ret["changes"]["pam"]) == [str(bed.etc / "pam.d" / "cron")]
+    assert (bed.etc / "pam.d" / "common-session-noninteractive").read_text().endswith("pam_systemd.so\n")
+    assert remedy(bed, {"cron_pam": "remove"})["changes"] == {}
+
+
+def test_closing_sessions_left_alone_without_closing_or_when_young(bed, monkeypatch):
+    fakes = Fakes(bed, monkeypatch)
+    bed.closing("c1", 500)
+    ret = remedy(bed, {})
+    assert ret["result"] is True and ret["changes"] == {} and "Left alone: 1 closing session(s) of su-l" in ret["comment"]
+    ret = remedy(bed, {"closing": "su*", "older_than": 10 ** 8})
+    assert ret["changes"] == {} and "younger than older_than" in ret["comment"]
+    assert fakes.reaped == []
+
+
+def test_the_minions_own_session_is_never_reaped(bed, monkeypatch):
+    fakes = Fakes(bed, monkeypatch)
+    bed.closing("c1", 500)
+    bed.closing("c2", 501)
+    os.symlink("501", bed.proc / "self")  # this job runs inside session c2
+    ret = remedy(bed, {"closing": ["su*"]})
+    assert ret["result"] is True, ret
+    assert [p for p, _ in fakes.reaped] == [500] and (bed.proc / "501").exists()
+    assert "holds this minion" in ret["comment"]
+
+
+def test_no_restart_while_a_graphical_session_runs(bed, monkeypatch):
+    fakes = Fakes(bed, monkeypatch)
+    bed.add_proc(300, comm="gdm-session-wor", exe="/usr/libexec/gdm-session-worker",
+                 cgroup="/user.slice/user-1000.slice/session-3.scope")
+    bed.scope(1000, "3", [300])
+    bed.session("3", session_252("3", uid=1000, user="ann", state="active", service="gdm-password",
+                                 leader=300).replace("TYPE=unspecified", "TYPE=wayland"))
+    bed.stale("1001")
+    for test in (True, False):
+        ret = remedy(bed, {}, test=test)
+        assert ret["result"] is False and ret["changes"] == {}, ret
+        assert "graphical session(s) 3 are in use" in ret["comment"]
+    assert fakes.restarts == []
+
+
+def test_a_restart_that_leaves_the_stale_files_is_result_false(bed, monkeypatch):
+    Fakes(bed, monkeypatch)
+    monkeypatch.setattr(hs, "restart_units", lambda units, timeout=120: dict.fromkeys(units))
+    bed.stale("1001")
+    ret = remedy(bed, {})
+    assert ret["result"] is False and ret["changes"]["stale_files"] == {"old": 1, "new": 1}
+    assert "still there after the restart" in ret["comment"]
+
+
+def test_a_failed_restart_is_result_false(bed, monkeypatch):
+    Fakes(bed, monkeypatch)
+    monkeypatch.setattr(hs, "restart_units", lambda units, timeout=120: {u: "Job failed" for u in units})
+    bed.stale("1001")
+    ret = remedy(bed, {})
+    assert ret["result"] is False and ret["changes"] == {} and "Job failed" in ret["comment"]
+
+
+def test_start_limit_refuses_the_restart(bed, monkeypatch):
+    fakes = Fakes(bed, monkeypatch)
+    monkeypatch.setattr(hs, "start_limits", lambda units, **kw: ({"systemd-logind.service": "would hit it"}, []))
+    bed.stale("1001")
+    for test in (True, False):
+        ret = remedy(bed, {}, test=test)
+        assert ret["result"] is False and ret["changes"] == {} and "would hit it" in ret["comment"]
+    assert fakes.restarts == []
+
+
+def test_rss_that_does_not_drop_is_result_false(bed, monkeypatch):
+    fakes = Fakes(bed, monkeypatch)
+    (bed.proc / "40" / "status").write_text("Name:\tsystemd-logind\nVmRSS:\t4194304 kB\n")
+    real = fakes.restart_units
+
+    def restart(units, timeout=120):
+        out = real(units)
+        (bed.proc / "40" / "status").write_text("Name:\tsystemd-logind\nVmRSS:\t4194304 kB\n")
+        return out
+
+    monkeypatch.setattr(hs, "restart_units", restart)
+    bed.stale("1001")
+    ret = remedy(bed, {})
+    assert ret["result"] is False and "memory did not drop" in ret["comment"]
+
+
+def test_a_pam_file_changed_since_the_diagnosis_is_not_written(bed, monkeypatch):
+    Fakes(bed, monkeypatch)
+    bed.pam_rhel()
+    real_plan = hl.plan
+
+    def plan_then_change(d, args):
+        p = real_plan(d, args)
+        (bed.etc / "pam.d" / "crond").write_text(RHEL_CROND + "# edited meanwhile\n")
+        return p
+
+    monkeypatch.setattr(hl, "plan", plan_then_change)
+    ret = remedy(bed, {"cron_pam": "remove"})
+    assert ret["result"] is False and ret["changes"] == {} and "changed since it was read" in ret["comment"]
+    assert (bed.etc / "pam.d" / "crond").read_text().endswith("# edited meanwhile\n")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    ({"cron_pam": "yes"}, "cron_pam must be one of keep, remove"),
+    ({"closing": [""]}, "closing must be"),
+    ({"older_than": -5}, "older_than must be"),
+    ({"older_than": True}, "older_than must be"),
+    ({"bogus": 1}, "unknown argument bogus"),
+])
+def test_bad_arguments_change_nothing(bed, monkeypatch, args, fragment):
+    fakes = Fakes(bed, monkeypatch)
+    bed.pam_rhel()
+    bed.stale("1001")
+    bed.closing("c1", 500)
+    ret = remedy(bed, args)
+    assert ret["result"] is False and ret["changes"] == {} and fragment in ret["comment"], ret
+    assert (fakes.restarts, fakes.reaped) == ([], [])
+    assert (bed.etc / "pam.d" / "crond").read_text() == RHEL_CROND
+
+
+def test_non_root_minion_changes_nothing(bed, monkeypatch):
+    fakes = Fakes(bed, monkeypatch)
+    monkeypatch.setattr(FakeHost, "euid", staticmethod(lambda: 1000))
+    bed.stale("1001")
+    ret = remedy(bed, {})
+    assert ret["result"] is False and "needs root" in ret["comment"] and fakes.restarts == []
+
+
+def test_acting_goes_through_the_shared_homes():
+    import inspect
+    src = inspect.getsource(hl)
+    assert "subprocess" not in src and "os.kill" not in src and "signal." not in src
+    assert "hostcheck_service.restart_units" in src and "hostcheck_reaper.reap" in src
+    assert "hostcheck_files.atomic_write" in src
