@@ -272,6 +272,78 @@ def logind(pile_warning=None, pile_critical=None, rss_warning_mb=None, rss_criti
                      rss_warning_mb=rss_warning_mb, rss_critical_mb=rss_critical_mb)
 
 
+def rlimits(unit=None, limits=None):
+    """
+    Compare the resource limits every service process runs with against
+    what its own configuration gives it at the next boot, and find services
+    near their open-file limit.
+
+    Service processes: the main process of every systemd service (init's
+    children in a ``*.service`` cgroup, of the unit's current invocation),
+    the programs of every supervisord, and daemons init adopted outside any
+    service. Limits are read from ``/proc/PID/limits``; open descriptors are
+    counted from the size of ``/proc/PID/fd`` (or its listing on kernels
+    before 6.2). Unit configuration is read from the unit files and their
+    drop-ins in systemd's precedence order, ``DefaultLimit*=`` from
+    ``system.conf`` and ``system.conf.d``, and systemd's own defaults
+    (nofile 1024:524288 since systemd 240); ``systemctl show`` is only a
+    witness. Finding codes:
+
+    ``limits-differ``
+        A service process runs with other limits than its unit gives it
+        (the incident: a daemon restarted by hand from a login shell whose
+        ``.bash_profile`` ran ``ulimit -n 65536``): a reboot takes them
+        away. A daemon running outside systemd that runs a unit's
+        ``ExecStart=`` program is compared with that unit (``outside``),
+        with the login session it came from. Warning; critical when it
+        holds more descriptors than the unit would give it.
+    ``login-session``
+        A daemon adopted by init inside a login session's scope, or with a
+        login uid: started by hand (``session`` names the session and its
+        PAM service, e.g. ``su-l`` or ``sshd``). Warning when it runs a
+        unit's program or systemd is absent, else info (tmux, agents).
+    ``fds-near-limit``
+        Open descriptors at 80 % (warning) or 95 % (critical) of the soft
+        limit, or above the hard limit.
+    ``limits-conf-unused``
+        A ``nofile``/``nproc`` line of ``/etc/security/limits.conf`` or
+        ``limits.d`` for a user that runs services (or ``*``), while a
+        service of that user gets none of it: ``pam_limits`` applies only to
+        login sessions. Info, with where the limit belongs instead.
+    ``supervisor-limits``
+        A supervisord program near the open-file or process limit it
+        inherited from supervisord (``minfds``/``minprocs``).
+
+    Where PID 1 lacks ``CAP_SYS_RESOURCE`` (containers) systemd cannot raise
+    a hard limit above its own, and the comparison allows for it. Hosts
+    without systemd, containers and non-root minions give notes.
+
+    unit
+        One unit or a glob (``.service`` optional): only its findings, plus
+        ``detail`` with its configured, expected, loaded and live limits and
+        its drop-ins. Defaults to ``hostcheck:rlimits:unit``.
+    limits
+        Resources to compare (a list or comma-separated string of
+        ``nofile``, ``nproc``, ``core``, ``memlock``). Defaults to
+        ``hostcheck:rlimits:limits``, else ``nofile`` and ``nproc``.
+
+    Returns ``{"count": N findings, "units": [units or programs concerned],
+    "lowest_nofile": the lowest soft open-file limit among service
+    processes, "lowest_nofile_of": {pid, name}, "services": N, "limits":
+    [...], "findings": [...], "notes": [...]}`` (and ``detail`` with
+    ``unit``). Limits are ints, or ``"unlimited"``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' hostcheck.rlimits
+        salt '*' hostcheck.rlimits unit=nginx limits=nofile,nproc,core --out=json
+        salt -C 'not G@hostcheck:rlimits:count:0' hostcheck.rlimits
+    """
+    return _diagnose("rlimits", unit=unit, limits=limits)
+
+
 def report(checks=None, severity=None):
     """
     Run every hostcheck check once and return all findings in one list,
@@ -283,7 +355,8 @@ def report(checks=None, severity=None):
 
     checks
         Names of the checks to run (a list, or one name; default: all of
-        orphans, deleted_binaries, reboot_required, timezone, logind).
+        orphans, deleted_binaries, reboot_required, timezone, logind,
+        rlimits).
     severity
         The least severe finding to include: ``critical``, ``warning`` or
         ``info`` (default ``info``: everything).

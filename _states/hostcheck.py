@@ -236,3 +236,62 @@ def logind_clean(name, closing=None, older_than=None, cron_pam=None):
             - cron_pam: remove
     """
     return _remedy("logind", name, closing=closing, older_than=older_than, cron_pam=cron_pam)
+
+
+def service_limits(name, nofile=None, nproc=None, core=None, memlock=None, restart=True, force=False):
+    """
+    Declare the resource limits a systemd service runs with, and make the
+    running service match.
+
+    Writes one drop-in, ``/etc/systemd/system/<unit>.d/hostcheck-limits.conf``
+    (atomic; owner root, mode 0644) with ``LimitNOFILE=``, ``LimitNPROC=``,
+    ``LimitCORE=``, ``LimitMEMLOCK=`` for the limits given, runs
+    ``systemctl daemon-reload`` and restarts the unit; then verifies from
+    ``/proc/<MainPID>/limits`` that the new main process has them
+    (``result: False`` when it does not). Copies of the unit's program
+    running outside systemd (``hostcheck.rlimits`` reports them with
+    ``outside: true``, e.g. a daemon started by hand from a login shell) are
+    stopped first (SIGTERM, then SIGKILL; identity-checked), so that the
+    unit runs it again under its own limits. A unit that is not running is
+    not started: its drop-in applies when it starts. A second run changes
+    nothing.
+
+    Everything is validated before anything is written: the unit must exist
+    (a unit file on systemd's search path, not masked) and be a service
+    (``.service`` optional; no ``/`` or ``..``; an instance, not a
+    template); each limit is non-negative with soft at most hard, ``nofile``
+    at most ``fs.nr_open`` and never unlimited, and no hard limit above what
+    systemd can grant (PID 1's own hard limit where it lacks
+    ``CAP_SYS_RESOURCE``, as in containers). A later drop-in that would
+    override this one is refused. ``limits.conf`` and ``system.conf`` are
+    never edited; dbus, dbus-broker, systemd-logind and the unit running
+    the minion are never restarted (refused with the reason unless
+    ``restart: False``).
+
+    name
+        The unit, e.g. ``nginx`` or ``nginx.service``.
+    nofile, nproc, core, memlock
+        Each an int (soft and hard), ``unlimited``, ``"soft:hard"`` (quote
+        it in YAML) or ``{soft: N, hard: M}``. At least one is required.
+    restart
+        Restart the unit now (default). ``False`` only writes the drop-in
+        and reports the restart as pending.
+    force
+        Allow a soft ``nofile`` below the descriptors the unit's processes
+        hold now, or a soft ``nproc`` below the tasks its user runs
+        (refused otherwise).
+
+    .. code-block:: yaml
+
+        nginx:
+          hostcheck.service_limits:
+            - nofile: 65536
+
+        worker@1.service:
+          hostcheck.service_limits:
+            - nofile: "1024:65536"
+            - core: unlimited
+            - restart: False
+    """
+    return _remedy("rlimits", name, nofile=nofile, nproc=nproc, core=core, memlock=memlock,
+                   restart=restart, force=force)

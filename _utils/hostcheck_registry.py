@@ -18,12 +18,14 @@ import hostcheck_deleted
 import hostcheck_logind
 import hostcheck_orphans
 import hostcheck_reboot
+import hostcheck_rlimits
 import hostcheck_timezone
 
 log = logging.getLogger(__name__)
 
 #: every check, in report order
-CHECKS = (hostcheck_orphans, hostcheck_deleted, hostcheck_reboot, hostcheck_timezone, hostcheck_logind)
+CHECKS = (hostcheck_orphans, hostcheck_deleted, hostcheck_reboot, hostcheck_timezone, hostcheck_logind,
+          hostcheck_rlimits)
 BY_NAME = {c.NAME: c for c in CHECKS}
 
 

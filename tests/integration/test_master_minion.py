@@ -38,7 +38,7 @@ def test_report_through_master(salt_cli, salt_minion):
     ret = salt_cli.run("hostcheck.report", minion_tgt=salt_minion.id)
     assert ret.returncode == 0, ret
     data = ret.data
-    assert set(data["checks"]) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind"}
+    assert set(data["checks"]) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind", "rlimits"}
     assert all(entry["error"] is None for entry in data["checks"].values()), data["checks"]
     assert data["worst"] in ("critical", "warning", "info", "ok")
     assert sum(e["count"] for e in data["checks"].values()) == len(data["findings"])
@@ -156,7 +156,7 @@ def test_pip_route_without_sync(tmp_path):
         check=True, capture_output=True, text=True, env=env, cwd=str(tmp_path),
     )
     report = json.loads(out.stdout)["local"]
-    assert set(report["checks"]) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind"}
+    assert set(report["checks"]) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind", "rlimits"}
     out = subprocess.run(
         [salt_call, "--local", "-c", str(conf), "--out=json", "state.single",
          "hostcheck.orphans_reaped", "name=x", "test=True"],

@@ -92,7 +92,7 @@ def test_real_checks_are_registered_with_the_protocol():
         if hasattr(check, "REMEDY"):
             for attr in ("REMEDY_ARGS", "plan", "apply", "verify"):
                 assert hasattr(check, attr), (check.NAME, attr)
-    assert [c.NAME for c in hreg.CHECKS] == ["orphans", "deleted_binaries", "reboot_required", "timezone", "logind"]
+    assert [c.NAME for c in hreg.CHECKS] == ["orphans", "deleted_binaries", "reboot_required", "timezone", "logind", "rlimits"]
 
 
 def test_real_report_on_this_host_shares_one_snapshot(monkeypatch):
@@ -100,6 +100,6 @@ def test_real_report_on_this_host_shares_one_snapshot(monkeypatch):
     real = hp.snapshot
     monkeypatch.setattr(hp, "snapshot", lambda *a, **kw: taken.append(1) or real(*a, **kw))
     r = hreg.report()
-    assert set(r["checks"]) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind"}
+    assert set(r["checks"]) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind", "rlimits"}
     assert all(e["error"] is None for e in r["checks"].values()), r["checks"]
     assert len(taken) == 1

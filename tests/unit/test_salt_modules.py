@@ -56,7 +56,7 @@ def test_every_public_function_has_a_cli_example():
     mod = load("_modules")
     public = [n for n, f in inspect.getmembers(mod, inspect.isfunction)
               if not n.startswith("_") and f.__module__ == mod.__name__]
-    assert set(public) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind", "report"}
+    assert set(public) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind", "rlimits", "report"}
     for name in public:
         doc = getattr(mod, name).__doc__
         assert "CLI Example:" in doc and ".. code-block:: bash" in doc, name
@@ -118,8 +118,28 @@ def test_state_bad_arguments_change_nothing(leaked_host):
 def test_grain_from_the_registry(leaked_host):
     grains = load("_grains", {"hostcheck": {"orphans": {"daemons": {"worker": {}}}}})
     g = grains.hostcheck()["hostcheck"]
-    assert set(g) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind"}
+    assert set(g) == {"orphans", "deleted_binaries", "reboot_required", "timezone", "logind", "rlimits"}
     assert g["orphans"] == {"count": 1, "programs": ["worker"], "warnings": 0}
     bad = load("_grains", {"hostcheck": {"orphans": {"daemons": "nope"}}}).hostcheck()["hostcheck"]
     assert bad["orphans"]["error"].startswith("invalid configuration: daemons must be a mapping")
     assert "error" not in bad["reboot_required"]
+
+
+def test_module_rlimits_and_its_bad_arguments(leaked_host):
+    out = load("_modules").rlimits()
+    assert out["count"] == 0 and out["findings"] == []
+    assert any("systemd is not running here" in n for n in out["notes"])
+    json.dumps(out)  # plain data
+    with pytest.raises(salt.exceptions.CommandExecutionError, match="is not one of"):
+        load("_modules").rlimits(limits="nofile,cpu")
+    with pytest.raises(salt.exceptions.CommandExecutionError, match="is not a unit name"):
+        load("_modules").rlimits(unit="../x")
+
+
+def test_state_service_limits_bad_names_and_values_change_nothing(leaked_host):
+    st = load("_states")
+    for name, kw in (("../x", {"nofile": 1024}), ("cron.timer", {"nofile": 1024}),
+                     ("nosuch", {"nofile": 1024}), ("cron", {}), ("cron", {"nofile": "2:1"})):
+        ret = st.service_limits(name, **kw)
+        assert ret["result"] is False and ret["changes"] == {}, (name, kw, ret)
+        assert ret["comment"].startswith("Invalid arguments, nothing done"), ret["comment"]
