@@ -1,5 +1,6 @@
 """pip-installable Salt extension: ``pip install .`` registers hostcheck's
-grains, execution and state modules through a ``salt.loader`` entry point.
+grains, execution and state modules, the runner and the beacon through a
+``salt.loader`` entry point.
 
 The same files are served by a master from ``salt://`` (``_modules``,
 ``_states``, ``_grains``, ``_utils``) and synced with ``saltutil.sync_all``;
@@ -37,12 +38,16 @@ setup(
         "hostcheck_saltext.modules",
         "hostcheck_saltext.states",
         "hostcheck_saltext.grains",
+        "hostcheck_saltext.runners",
+        "hostcheck_saltext.beacons",
     ],
     package_dir={
         "hostcheck_saltext": "hostcheck_saltext",
         "hostcheck_saltext.modules": "_modules",
         "hostcheck_saltext.states": "_states",
         "hostcheck_saltext.grains": "_grains",
+        "hostcheck_saltext.runners": "_runners",
+        "hostcheck_saltext.beacons": "_beacons",
         "": "_utils",
     },
     py_modules=_py_modules("_utils"),

@@ -20,6 +20,7 @@ import salt.exceptions
 
 import hostcheck_check
 import hostcheck_config
+import hostcheck_metrics
 import hostcheck_registry
 
 log = logging.getLogger(__name__)
@@ -344,7 +345,7 @@ def rlimits(unit=None, limits=None):
     return _diagnose("rlimits", unit=unit, limits=limits)
 
 
-def report(checks=None, severity=None):
+def report(checks=None, severity=None, format="data"):  # pylint: disable=redefined-builtin
     """
     Run every hostcheck check once and return all findings in one list,
     worst first: the one call to run across a fleet.
@@ -355,11 +356,22 @@ def report(checks=None, severity=None):
 
     checks
         Names of the checks to run (a list, or one name; default: all of
-        orphans, deleted_binaries, reboot_required, timezone, logind,
-        rlimits).
+        orphans, deleted_binaries, reboot_required, timezone, logind, rlimits).
     severity
         The least severe finding to include: ``critical``, ``warning`` or
         ``info`` (default ``info``: everything).
+    format
+        ``data`` (default): the dict described below. ``prometheus``: the
+        same report as Prometheus text exposition (one string, ``# HELP``
+        and ``# TYPE`` lines, all gauges): ``hostcheck_findings{check,
+        severity}`` (every check and severity, 0 included),
+        ``hostcheck_findings_by_code{check, code, severity}`` (codes found),
+        ``hostcheck_check_up{check}`` (0 when the check failed),
+        ``hostcheck_check_duration_seconds{check}`` (the check's run time;
+        the checks run one after the other on one shared snapshot, the first
+        pays for taking it) and ``hostcheck_worst_severity`` (0 ok, 1 info,
+        2 warning, 3 critical). ``hostcheck.metrics_exported`` writes it for
+        node_exporter's textfile collector.
 
     Returns ``{"worst": "critical"|"warning"|"info"|"ok", "checks": {name:
     {"count": N, "error": None or "why"}}, "findings": [...], "notes":
@@ -374,10 +386,13 @@ def report(checks=None, severity=None):
         salt '*' hostcheck.report
         salt '*' hostcheck.report severity=critical --out=json
         salt '*' hostcheck.report checks='[orphans, timezone]'
+        salt '*' hostcheck.report format=prometheus
     """
     if isinstance(checks, str) and "," in checks:
         checks = [c for c in checks.split(",") if c.strip()]
     try:
+        if hostcheck_config.choice("data", ("data", "prometheus"))(format, "format") == "prometheus":
+            return hostcheck_metrics.prometheus(checks=checks, severity=severity, get=_config_get)
         return hostcheck_registry.report(checks=checks, severity=severity, get=_config_get)
     except hostcheck_config.ConfigError as exc:
         raise salt.exceptions.CommandExecutionError(str(exc)) from exc

@@ -13,6 +13,7 @@ the same remedy on one host take turns (a lock in ``/run/lock``).
 import os
 
 import hostcheck_check
+import hostcheck_metrics
 import hostcheck_registry
 
 __virtualname__ = "hostcheck"
@@ -295,3 +296,41 @@ def service_limits(name, nofile=None, nproc=None, core=None, memlock=None, resta
     """
     return _remedy("rlimits", name, nofile=nofile, nproc=nproc, core=core, memlock=memlock,
                    restart=restart, force=force)
+
+
+def metrics_exported(name, path=None, checks=None, severity=None):
+    """
+    Write hostcheck's metrics (what ``hostcheck.report format=prometheus``
+    returns) to a file for node_exporter's textfile collector, atomically:
+    a temporary file in the same directory (named ``.hostcheck-*``, which
+    the collector ignores), fsynced, renamed over the old one, so the
+    collector never reads half a file.
+
+    name
+        An ID for the state; not used otherwise.
+    path
+        The ``.prom`` file, in a directory that exists (the collector's
+        ``--collector.textfile.directory``). Default:
+        ``hostcheck:metrics:path`` from config or pillar, else
+        ``/var/lib/prometheus/node-exporter/hostcheck.prom`` (Debian's
+        prometheus-node-exporter).
+    checks
+        Checks to run (a list; default: all).
+    severity
+        The least severe finding counted (default ``info``: all).
+
+    The file is rewritten on every run (the run times change), but
+    ``changes`` is set (finding totals per severity, old and new) only when
+    a finding count changed, so a highstate on a steady host reports no
+    change. ``test=True`` writes nothing. A bad path or argument gives
+    ``result: False`` and writes nothing.
+
+    .. code-block:: yaml
+
+        hostcheck metrics:
+          hostcheck.metrics_exported:
+            - path: /var/lib/node_exporter/textfile_collector/hostcheck.prom
+    """
+    return hostcheck_metrics.exported(name, path=path, checks=checks, severity=severity,
+                                      test=bool(__opts__.get("test")),  # pylint: disable=undefined-variable
+                                      get=_config_get)

@@ -1,4 +1,5 @@
-"""The embedded demo: a private master + minion on loopback (see scripts/demo)."""
+"""The embedded demo: a private master + minion on loopback (see scripts/demo);
+with --fleet (root), a master and a client site of minions behind NAT."""
 import argparse
 import getpass
 import json
@@ -92,6 +93,60 @@ def salt(conf, *args, timeout=60):
     return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
+FLEET_BEACON = {"hostcheck": [{"interval": 2}, {"severity": "warning"}]}
+
+
+def fleet_demo(opts):
+    """--fleet: a private master and a client site of three minions behind a
+    NAT router (tests/beds/nat.py), one with a leaked tree; prints the
+    hostcheck.fleet table and the beacon's event, then tears it all down."""
+    if os.geteuid() != 0:
+        sys.stderr.write("demo: --fleet needs root (network and PID namespaces)\n")
+        return 2
+    sys.path.insert(0, REPO)
+    from tests.beds import nat  # pylint: disable=import-outside-toplevel
+
+    reason = nat.requirements()
+    if reason:
+        sys.stderr.write("demo: --fleet cannot run here: {}\n".format(reason))
+        return 2
+    bed = nat.NatBed({"site-1": {}, "site-2": {"beacons": FLEET_BEACON}, "site-3": {}})
+    try:
+        return _fleet_steps(bed, nat, opts)
+    finally:
+        bed.stop()
+        print("demo: stopped the master and the minions, deleted the network namespaces", file=sys.stderr)
+
+
+def _say(text):
+    print("demo: " + text, file=sys.stderr)
+
+
+def _fleet_steps(bed, nat, opts):
+    bed.start()
+    _say("master at {} (own network namespace); site {} behind a NAT router; 3 minions, each in its own "
+         "PID namespace".format(nat.MASTER_IP, nat.SITE_IP))
+    _say("keys: " + bed.accept_keys()["accepted"].strip().replace("\n", "; "))
+    bed.wait_all_answer()
+    bed.cmd("*", "saltutil.sync_all", timeout=120)
+    bed.master_cmd("salt-run", "saltutil.sync_all")
+    _say("saltutil.sync_all done on the minions and the master (runner)")
+    with nat.EventWatch(bed.master_opts()) as watch:
+        root = bed.minions["site-2"].plant_leak()
+        _say("planted a leaked tree on site-2 (root PID {} in its namespace); waiting for the beacon".format(root))
+        nat.wait_for(lambda: watch.tagged("salt/beacon/site-2/hostcheck/"), 60, interval=0.5,
+                     what="the beacon's event")
+    extra = ["--out={}".format(opts.out)] if opts.out else []
+    extra.append("--force-color" if sys.stdout.isatty() else "--no-color")
+    ret = bed.master_cmd("salt-run", *extra, "hostcheck.fleet", "timeout=10")
+    print("\n### The fleet, worst first: salt-run hostcheck.fleet\n")
+    sys.stdout.write(ret.stdout)
+    print("\n### The beacon's event for the leak (salt-run state.event)\n")
+    for event in watch.tagged("salt/beacon/"):
+        print("{}\t{}".format(event["tag"], json.dumps(event["data"], indent=2, sort_keys=True)))
+    return ret.returncode
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", help="throw-away directory (default: a new one under .hostcheck-demo/)")
@@ -100,7 +155,13 @@ def main():
                         help="root: first start a leaked process tree in a private PID namespace, "
                              "so the diagnosis has something to show (test=True only; nothing is killed)")
     parser.add_argument("--out", help="Salt outputter (json, yaml, ...); default: Salt's own choice")
+    parser.add_argument("--fleet", action="store_true",
+                        help="root: a private master plus a client site of three minions behind a NAT router "
+                             "(network namespaces), one with a leaked tree; prints the hostcheck.fleet table "
+                             "and the beacon's event, then tears everything down")
     opts = parser.parse_args()
+    if opts.fleet:
+        return fleet_demo(opts)
     if opts.dir:
         base = os.path.abspath(opts.dir)
         os.makedirs(base, exist_ok=True)
