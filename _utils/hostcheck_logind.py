@@ -61,9 +61,14 @@ Runtime dependencies: the Python standard library only.
 import collections
 import difflib
 import fnmatch
+import functools
+import itertools
+import math
 import operator
 import os
 import re
+import stat
+import sys
 import time
 
 # Every import of a sibling _utils module must be at the top: Salt's loader
@@ -496,9 +501,12 @@ class Facts:
     directory; ``count``: session files; ``refs``: ``*.ref`` entries
     skipped; ``odd``: ``[[name, why]]`` entries not read (not regular,
     unreadable); ``parsed``: the files were parsed (else only counted);
-    ``sessions``: parsed records (see :func:`parse_session`; with
-    ``scope_exists`` and ``procs``, the scope's PIDs, for sessions whose
-    leader is gone); ``leaders``: ``{pid: start}``; ``procs``: ``{pid:
+    ``table``: the parsed session files, by column (:class:`Sessions`:
+    which scopes exist, and the scope's PIDs of the sessions whose leader is
+    gone); ``sessions``: the same as records (see :func:`parse_session`;
+    with ``scope_exists`` and ``procs``), built when first asked for (the
+    remedy's plan; :func:`analyse` reads the columns); ``leaders``: ``{pid:
+    start}`` of the leader PIDs that run; ``procs``: ``{pid:
     {"starttime", "program", "uid"}}`` of those scope processes;
     ``scopes_missing``: sessions without a scope cgroup (quick count);
     ``logind``: ``{"pids", "rss_kb"}``; ``bus``: ``{"init"|"logind"|"dbus":
@@ -507,7 +515,7 @@ class Facts:
     ``protected``, ``self_session``, ``now``, ``euid``, ``quick``;
     ``refusals`` (filled by :func:`remedy_facts`)."""
 
-    __slots__ = ("systemd", "present", "count", "refs", "odd", "parsed", "sessions", "leaders", "procs",
+    __slots__ = ("systemd", "present", "count", "refs", "odd", "parsed", "table", "leaders", "procs",
                  "scopes_missing", "logind", "bus", "pam", "protected", "self_session", "users", "now",
                  "euid", "quick", "refusals", "notes")
 
@@ -516,7 +524,7 @@ class Facts:
         self.count = self.refs = 0
         self.odd = []
         self.parsed = True
-        self.sessions = []
+        self.table = Sessions()
         self.leaders = {}
         self.procs = {}
         self.scopes_missing = None
@@ -531,6 +539,11 @@ class Facts:
         self.quick = quick
         self.refusals = {}
         self.notes = []
+
+    @property
+    def sessions(self):
+        """The parsed session files as records (:meth:`Sessions.records`)."""
+        return self.table.records()
 
 
 def cgroup_base(root):
@@ -572,117 +585,339 @@ def list_sessions(directory):
     directory entry type: nothing is opened), the number of ``*.ref`` FIFOs
     skipped by name, and ``[[name, why]]`` of other entries."""
     try:
-        with os.scandir(directory) as it:
-            entries = [e for e in it if e.name[:1] != "."]  # logind's temporary files (.#c1XXXXXX)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None, 0, []
-    try:
-        regular = [e.is_file(follow_symlinks=False) for e in entries]  # the entry's type: no stat
+    try:  # listed through a descriptor: the entries' paths are their names (no join each)
+        with os.scandir(fd) as it:
+            entries = list(it)
+    except OSError:
+        return None, 0, []
+    finally:
+        os.close(fd)
+    try:  # the entry's type (getdents' d_type): no stat
+        names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
     except OSError:  # only where the file system gives no type and lstat fails
-        regular = [_is_regular(e) for e in entries]
-    names = [e.name for e, reg in zip(entries, regular) if reg and not e.name.endswith(".ref")]
-    others = [e.name for e, reg in zip(entries, regular) if not reg]
+        names = [e.name for e in entries if _is_regular(e)]
+    others = [] if len(names) == len(entries) else \
+        [e.name for e in entries if not _is_regular(e) and e.name[:1] != "."]
+    # logind's temporary files (.#c1XXXXXX) and the *.ref FIFOs' names are not sessions
+    names = [n for n in names if n[:1] != "." and n[-4:] != ".ref"]
     refs = [n for n in others if n.endswith(".ref")]
     odd = [[n, "not a regular file: not opened"] for n in others if not n.endswith(".ref")]
     return names, len(refs), odd
 
 
 #: files read, then parsed, at a time (their bytes are not all kept at once)
-BATCH = 2048
+BATCH = 1024
+#: the fields of a session file the rules use, as :class:`Sessions` columns
+#: (in :data:`_WANTED`'s order: what the layout patterns capture)
+COLUMNS = ("uid", "user", "state", "type", "service", "leader", "realtime")
+NUMBERS = ("uid", "leader", "realtime")
 
 
-def read_sessions(directory, names):
-    """``(records, odd)`` of the session files ``names``."""
-    records, odd, state = [], [], ({}, [])
-    for start in range(0, len(names), BATCH):
-        raws, bad = _read_files(directory, names[start:start + BATCH])
-        records += parse_sessions(raws, state)
-        odd += bad
-    return records, odd
+class Sessions:
+    """The parsed session files, by column: ``ids`` (the file names) and
+    one list per field of :data:`COLUMNS`, aligned. A cell holds the value
+    (``None``: the file has no such line) or, for the files parsed in bulk,
+    the bytes of the value as written (:data:`NUMBERS`: decimal digits
+    without a leading zero), converted only when asked for (:meth:`cell`,
+    :meth:`values`, :meth:`counts`, :meth:`matching`): most sessions are
+    only counted. ``scoped``: the indices of the sessions whose scope cgroup
+    exists (``None``: there was no hierarchy to look in); ``procs``:
+    ``{index: [pid, ...]}`` of the scopes that were read (those whose leader
+    is gone). :meth:`records` gives, for each, what :func:`parse_session`
+    gives, with ``scope_exists`` and ``procs``."""
+
+    __slots__ = ("ids",) + COLUMNS + ("scoped", "procs", "memo", "_records")
+
+    def __init__(self, memo=None):
+        self.ids = []
+        for name in COLUMNS:
+            setattr(self, name, [])
+        self.scoped = set()
+        self.procs = {}
+        self.memo = {} if memo is None else memo  # bytes as written -> str (shared with parse_session)
+        self._records = None
+
+    def __len__(self):
+        return len(self.ids)
+
+    def add(self, ids, columns):
+        """Append sessions: their ids and one sequence per column."""
+        self.ids += ids
+        for name, values in zip(COLUMNS, columns):
+            getattr(self, name).extend(values)
+        self._records = None
+
+    def add_record(self, rec):
+        self.add([rec["id"]], [[rec[name]] for name in COLUMNS])
+
+    def value(self, name, stored):
+        """The value of a cell of column ``name`` that holds ``stored``."""
+        if type(stored) is not bytes:
+            return stored
+        if name in NUMBERS:
+            return int(stored)
+        memo = self.memo
+        return memo[stored] if stored in memo else _text(stored, memo)
+
+    def cell(self, name, i):
+        return self.value(name, getattr(self, name)[i])
+
+    def values(self, name, idx=None):
+        """The values of column ``name`` (of the sessions ``idx``, else all)."""
+        column = getattr(self, name)
+        stored = column if idx is None else list(map(column.__getitem__, idx))
+        conv = {v: self.value(name, v) for v in set(stored) if type(v) is bytes}
+        return [conv[v] if type(v) is bytes else v for v in stored] if conv else list(stored)
+
+    def counts(self, name, idx=None):
+        """``{value: n}`` of column ``name`` (of the sessions ``idx``, else
+        all): counted as stored, each distinct one converted once."""
+        column = getattr(self, name)
+        stored = collections.Counter(column if idx is None else map(column.__getitem__, idx))
+        out = collections.Counter()
+        for value, n in stored.items():
+            out[self.value(name, value)] += n
+        return out
+
+    def matching(self, name, numbers, idx=None):
+        """The indices (of ``idx``, else all) whose :data:`NUMBERS` column
+        ``name`` holds one of ``numbers``: a set look-up per cell, nothing
+        converted."""
+        keys = set(numbers)
+        keys.update(b"%d" % n for n in numbers)
+        column = getattr(self, name)
+        idx = range(len(column)) if idx is None else idx
+        return list(itertools.compress(idx, map(keys.__contains__, map(column.__getitem__, idx))))
+
+    def numbers_in(self, name, numbers):
+        """The numbers of ``numbers`` (a collection of ``int``) that column
+        ``name`` holds."""
+        stored = set(getattr(self, name))
+        if len(numbers) <= len(stored):
+            keys = {b"%d" % n: n for n in numbers}
+            return {keys[k] for k in stored.intersection(keys)} | stored.intersection(numbers)
+        return {n for n in (self.value(name, v) for v in stored) if n in numbers}
+
+    def record(self, i):
+        rec = {"id": self.ids[i]}
+        for name in COLUMNS:
+            rec[name] = self.cell(name, i)
+        rec["scope_exists"] = None if self.scoped is None else i in self.scoped
+        rec["procs"] = self.procs.get(i)
+        return rec
+
+    def records(self):
+        """The sessions as dicts (what :func:`parse_session` gives, plus
+        ``scope_exists`` and ``procs``), in column order, built once."""
+        if self._records is None:
+            self._records = [self.record(i) for i in range(len(self.ids))]
+        return self._records
 
 
-def _read_files(directory, names):
-    """``([(name, bytes)], odd)``: each file opened non-blocking, without
-    following a symlink, read once (bounded)."""
-    raws, odd = [], []
-    prefix = directory + "/"
+#: where logind keeps the session files, under the run root
+SESSIONS = os.path.join("systemd", "sessions")
+
+
+def read_sessions(run_root, names):
+    """``(sessions, odd)``: the :class:`Sessions` of the session files
+    ``names`` (in ``run_root``/:data:`SESSIONS`), and ``[[name, why]]`` of
+    those that could not be read."""
+    state = ({}, [])
+    table, odd = Sessions(state[0]), []
+    try:  # the files are opened relative to the run root: a shorter path walk each
+        root_fd = os.open(run_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        root_fd, prefix = None, os.path.join(run_root, SESSIONS) + "/"
+    else:
+        prefix = SESSIONS + "/"
+    try:
+        for start in range(0, len(names), BATCH):
+            batch, raws, bad = _read_files(names[start:start + BATCH], prefix, root_fd)
+            parse_into(table, batch, raws, state)
+            odd += bad
+    finally:
+        if root_fd is not None:
+            os.close(root_fd)
+    return table, odd
+
+
+def _read_files(names, prefix, dir_fd=None):
+    """``(names, raws, odd)``: the names read and their bytes (each file,
+    ``prefix`` + name relative to ``dir_fd``, opened non-blocking, without
+    following a symlink, read once, bounded), and ``[[name, why]]`` of the
+    files that could not be read. A file that vanished meanwhile (logind
+    removed it) is in neither."""
+    raws, odd, failed = [], [], []
+    limit = FILE_LIMIT
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
     _open, _read, _close, append = os.open, os.read, os.close, raws.append
     for name in names:
         try:
-            fd = _open(prefix + name, flags)
+            fd = _open(prefix + name, flags, dir_fd=dir_fd)
         except FileNotFoundError:
-            continue  # logind removed it meanwhile
+            failed.append(name)
+            continue
         except OSError as exc:
+            failed.append(name)
             odd.append([name, "unreadable: {}".format(exc.strerror)])
             continue
         try:
-            append((name, _read(fd, FILE_LIMIT)))
-        except OSError as exc:
+            raw = _read(fd, limit)
+        except OSError as exc:  # EISDIR, or EAGAIN from a FIFO put there since it was listed
+            failed.append(name)
             odd.append([name, "unreadable: {}".format(exc.strerror)])
+        else:
+            if raw or _regular_fd(fd):  # empty: a FIFO or a device put there since it was listed?
+                append(raw)
+            else:
+                failed.append(name)
+                odd.append([name, "not a regular file: not read"])
         finally:
             _close(fd)
-    big = [name for name, raw in raws if len(raw) >= FILE_LIMIT]
-    if big:
-        odd.extend([name, "larger than {} bytes: not parsed".format(FILE_LIMIT)] for name in big)
-        raws = [(name, raw) for name, raw in raws if len(raw) < FILE_LIMIT]
-    return raws, odd
+    if failed:
+        failed = set(failed)
+        names = [name for name in names if name not in failed]
+    if raws and max(map(len, raws)) >= limit:
+        big = [len(raw) >= limit for raw in raws]
+        odd.extend([name, "larger than {} bytes: not parsed".format(limit)] for name in itertools.compress(names, big))
+        small = list(map(operator.not_, big))
+        names, raws = list(itertools.compress(names, small)), list(itertools.compress(raws, small))
+    return names, raws, odd
+
+
+def _regular_fd(fd):
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _sample_layouts(raws, limit=LAYOUT_SAMPLES):
     """The distinct layouts (key tuples) of up to ``limit`` files spread over ``raws``."""
     step = max(1, len(raws) // limit)
     found = []
-    for keys in (layout_keys(raw) for _, raw in raws[::step][:limit]):
+    for keys in map(layout_keys, raws[::step][:limit]):
         if keys is not None and tuple(keys) not in found:
             found.append(tuple(keys))
     return found
 
 
-def _match_layouts(raws, layouts):
-    """``(fast, rest)``: ``[(name, match)]`` of the files an exact layout
-    pattern matches, and the ``(name, bytes)`` none does. ``layouts``:
-    ``[(keys, match)]`` learned so far (a sample first, then the first files
-    left over; kept for the next batch, at most :data:`LAYOUT_ROUNDS` * 2);
-    each is tried, in one pass, on the files the earlier ones did not match."""
+#: ``+`` where ``re`` has possessive repeats (Python 3.11+): a value never
+#: needs to give back what it took (it is followed by the newline it cannot hold)
+_PLUS = b"+" if sys.version_info >= (3, 11) else b""
+#: a value in a bulk pattern: as written; numbers without a leading zero
+#: (their digits then tell them apart, unconverted: :meth:`Sessions.matching`)
+_BULK_VALUE = {k: (rb"=(0|[1-9]\d*" if k in (b"UID", b"LEADER", b"REALTIME") else rb"=([^\n]*") + _PLUS + rb")\n"
+               for k in _WANTED}
+
+
+@functools.lru_cache(maxsize=16)
+def union_pattern(layouts):
+    """``(bulk, fullmatch)`` for the learned ``layouts`` (key tuples) at once:
+    the comment line, the :data:`_WANTED` lines in systemd's order (groups,
+    :data:`COLUMNS`), and between two of them one of the runs of other lines
+    the layouts have there (the longest first, taken for good: only one can
+    be followed by the next wanted line). A file it matches has each wanted
+    key exactly once (the runs hold only other keys), so its groups are what
+    :func:`parse_session` finds. ``bulk`` finds, in ``b"\\0"`` + the files
+    joined by ``b"\\0"``, one row of groups per file, in order: empty for a
+    file no layout fits (the last alternative takes it whole)."""
+    gaps = [[] for _ in range(len(_WANTED) + 1)]
+    for keys in layouts:
+        at = [-1] + [keys.index(k) for k in _WANTED] + [len(keys)]
+        for gap, (start, end) in enumerate(zip(at, at[1:])):
+            run = keys[start + 1:end]
+            if run not in gaps[gap]:
+                gaps[gap].append(run)
+
+    def lines(run):
+        return b"".join(re.escape(k) + rb"=[^\n]*" + _PLUS + rb"\n" for k in run)
+
+    def one_of(runs):
+        if len(runs) == 1:
+            return lines(runs[0])
+        return (b"(?>" if _PLUS else b"(?:") + b"|".join(map(lines, sorted(runs, key=len, reverse=True))) + b")"
+
+    body = rb"#[^\n]*" + _PLUS + rb"\n" + one_of(gaps[0]) + b"".join(
+        re.escape(k) + _BULK_VALUE[k] + one_of(gaps[i + 1]) for i, k in enumerate(_WANTED))
+    return (re.compile(rb"\0(?:" + body + rb"(?=\0|\Z)|[^\0]*" + _PLUS + b")").findall,
+            re.compile(body).fullmatch)
+
+
+def _learn(raws, layouts):
+    """Add the layouts of a sample of ``raws`` not known yet to ``layouts``
+    (at most :data:`LAYOUT_ROUNDS` * 2 in all); True when there are new ones."""
+    more = [k for k in _sample_layouts(raws) if k not in layouts][:max(0, LAYOUT_ROUNDS * 2 - len(layouts))]
+    layouts += more
+    return bool(more)
+
+
+def _bulk_rows(raws, layouts):
+    """One row of :data:`COLUMNS` (bytes) per file of ``raws``, from one
+    pass of :func:`union_pattern` over them all; an empty row for a file no
+    layout fits. ``None`` when they cannot be joined (a file holds a NUL)."""
+    blob = b"\0" + b"\0".join(raws)
+    if blob.count(b"\0") != len(raws):
+        return None
+    rows = union_pattern(tuple(layouts))[0](blob)
+    return rows if len(rows) == len(raws) else None
+
+
+def parse_into(table, names, raws, state=None):
+    """Add the session files ``raws`` (bytes, named ``names``) to ``table``
+    (:class:`Sessions`), with what :func:`parse_session` gives, fast: the
+    files in systemd's usual layouts (learned from the files themselves,
+    :func:`layout_keys`) in one regex pass over them all, their values kept
+    by column as written; the others through :func:`parse_session`. ``state``: ``(memo, layouts)``
+    kept from one batch to the next."""
+    memo, layouts = state if state is not None else (table.memo, [])
+    if not raws:
+        return table
     if not layouts:
-        layouts += [(k, layout_pattern(k).fullmatch) for k in _sample_layouts(raws)]
-    fast, rest, tried = [], raws, 0
-    while rest and tried < LAYOUT_ROUNDS * 2:
-        if tried >= len(layouts):
-            known = [k for k, _ in layouts]
-            more = [k for k in _sample_layouts(rest[:LAYOUT_SAMPLES]) if k not in known]
-            if not more or len(layouts) >= LAYOUT_ROUNDS * 2:
-                break
-            layouts += [(k, layout_pattern(k).fullmatch) for k in more]
-        match = layouts[tried][1]
-        tried += 1
-        matches = [match(raw) for _name, raw in rest]
-        fast += [(name, m) for (name, _raw), m in zip(rest, matches) if m is not None]
-        rest = [item for item, m in zip(rest, matches) if m is None]
-    return fast, rest
+        _learn(raws, layouts)
+    rows = _bulk_rows(raws, layouts) if layouts else None
+    if rows is None:
+        rest = list(range(len(raws)))
+    else:
+        columns = list(zip(*rows))
+        if b"" in columns[0]:  # the UID group is never empty in a file a layout fits
+            fits = list(map(bool, columns[0]))
+            rest = list(itertools.compress(range(len(raws)), map(operator.not_, fits)))
+            columns = [list(itertools.compress(column, fits)) for column in columns]
+            table.add(list(itertools.compress(names, fits)), columns)
+        else:
+            rest = []
+            table.add(list(names), columns)
+    while rest and len(layouts) < LAYOUT_ROUNDS * 2 and _learn([raws[i] for i in rest[:LAYOUT_SAMPLES]], layouts):
+        match = union_pattern(tuple(layouts))[1]
+        hits = [(i, m.groups()) for i, m in ((i, match(raws[i])) for i in rest) if m is not None]
+        if hits:
+            table.add([names[i] for i, _ in hits], list(zip(*(groups for _, groups in hits))))
+            done = {i for i, _ in hits}
+            rest = [i for i in rest if i not in done]
+    for i in rest:
+        table.add_record(parse_session(names[i], raws[i], memo))
+    return table
 
 
 def parse_sessions(raws, state=None):
-    """:func:`parse_session` of every ``(name, bytes)``, fast: files in
-    systemd's usual layouts take one match of a learned pattern, and each
-    distinct value is unescaped once; the others go through the general
-    parser. Same records either way (the order aside). ``state``: ``(memo,
-    layouts)`` kept from one batch to the next."""
-    memo, layouts = state if state is not None else ({}, [])
-    fast, rest = _match_layouts(raws, layouts)
-    slow = [parse_session(name, raw, memo) for name, raw in rest]
-    return slow + [
-        {"id": name, "uid": int(uid), "user": memo[user] if user in memo else _text(user, memo),
-         "state": memo[state] if state in memo else _text(state, memo),
-         "service": memo[service] if service in memo else _text(service, memo),
-         "type": memo[kind] if kind in memo else _text(kind, memo),
-         "leader": int(leader), "realtime": int(realtime), "scope_exists": False, "procs": None}
-        for name, m in fast for uid, user, state, kind, service, leader, realtime in (m.groups(),)]
+    """:func:`parse_session` of every ``(name, bytes)`` (through
+    :func:`parse_into`): same records (the order aside). ``state``:
+    ``(memo, layouts)`` kept from one batch to the next."""
+    memo = state[0] if state is not None else {}
+    return parse_into(Sessions(memo), [name for name, _ in raws], [raw for _, raw in raws], state).records()
 
 
 def list_scopes(base):
     """``{scope name: cgroup path}`` of every session scope under ``user.slice``."""
+    return {name: os.path.join(where, name) for name, where in _scopes(base).items()}
+
+
+def _scopes(base):
+    """``{scope name: the user slice's path}`` of every session scope under ``user.slice``."""
     out = {}
     if base is None:
         return out
@@ -693,19 +928,21 @@ def list_scopes(base):
         return out
     for path in slices:
         try:
-            for entry in os.scandir(path):
-                if entry.name.startswith("session-") and entry.name.endswith(".scope"):
-                    out[entry.name] = entry.path
+            names = os.listdir(path)
         except OSError:
             continue
+        for name in names:
+            if name.startswith("session-") and name.endswith(".scope"):
+                out[name] = path
     return out
 
 
-def cgroup_pids(path, size=65536):
-    """PIDs in one cgroup (``cgroup.procs``); ``[]`` when it cannot be read.
-    One read unless it fills the buffer (a scope holds a few PIDs)."""
+def cgroup_pids(path, size=65536, dir_fd=None):
+    """PIDs in one cgroup (``cgroup.procs``; ``path`` relative to ``dir_fd``
+    when given); ``[]`` when it cannot be read. One read unless it fills the
+    buffer (a scope holds a few PIDs)."""
     try:
-        fd = os.open(path + "/cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path + "/cgroup.procs", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return []
     try:
@@ -859,12 +1096,12 @@ def _scan_sessions(facts, host, base, quick):
     names, facts.refs, facts.odd = list_sessions(directory)
     names = names or []
     facts.count = len(names)
-    scopes = list_scopes(base)
-    facts.sessions, odd = read_sessions(directory, names)
+    scopes = _scopes(base)
+    facts.table, odd = read_sessions(host.run_root, names)
     facts.odd.extend(odd)
     facts.count -= len(odd)
     snap = host.snapshot()
-    for pid in set(map(operator.itemgetter("leader"), facts.sessions)).intersection(snap.procs):
+    for pid in facts.table.numbers_in("leader", snap.procs):
         proc = snap.procs[pid]
         if proc.state not in ("Z", "X", "x"):
             facts.leaders[pid] = snap.started_at(proc)
@@ -886,33 +1123,46 @@ def _count_quick(facts, directory, base):
         return False
     facts.parsed = False
     facts.count, facts.refs = len(sessions), len(names) - len(sessions)
-    scoped = {name[len("session-"):-len(".scope")] for name in list_scopes(base)}
+    scoped = {name[len("session-"):-len(".scope")] for name in _scopes(base)}
     facts.scopes_missing = len(set(sessions).difference(scoped))
     return True
 
 
 def _read_scopes(facts, scopes, base):
-    """Whether each session's scope cgroup exists (``None``: no hierarchy to
-    look in) and, for those whose leader is gone, its PIDs."""
+    """Which sessions' scope cgroups exist (``None``: no hierarchy to look
+    in) and, for those whose leader is gone, their PIDs (``scopes``: see
+    :func:`_scopes`; each slice opened once, its scopes' ``cgroup.procs``
+    relative to it)."""
+    table = facts.table
     if base is None:
-        for s in facts.sessions:
-            s["scope_exists"] = None
+        table.scoped = None
         return
-    by_id = {name[len("session-"):-len(".scope")]: path for name, path in scopes.items()}
-    leaders = facts.leaders
-    for s in facts.sessions:
-        path = by_id.get(s["id"])
-        if path is not None:
-            s["scope_exists"] = True
-            if s["leader"] not in leaders or leader_state(s, leaders) != "alive":
-                s["procs"] = cgroup_pids(path)
+    by_id = {name[len("session-"):-len(".scope")]: name for name in scopes}
+    table.scoped = set(itertools.compress(range(len(table.ids)), map(by_id.__contains__, table.ids)))
+    scoped = sorted(table.scoped)
+    todo = {}
+    for i in sorted(table.scoped.difference(alive_leaders(table, facts.leaders, scoped))):
+        name = by_id[table.ids[i]]
+        todo.setdefault(scopes[name], []).append((i, name))
+    for where, items in todo.items():
+        try:
+            dir_fd = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            dir_fd = None
+        try:
+            for i, name in items:
+                table.procs[i] = cgroup_pids(name, dir_fd=dir_fd) if dir_fd is not None else []
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
 
 
 def _name_procs(facts, snap, proc_root):
     """Identity, program and uid of the processes in leader-less scopes, the
     protected PIDs (this process, its ancestors, PID 1) and this process's
     own session."""
-    wanted = sorted({p for s in facts.sessions for p in (s["procs"] or ())})
+    procs = facts.table.procs
+    wanted = sorted({p for pids in procs.values() for p in pids})
     missing = [p for p in wanted if p not in snap.procs]
     extra = hostcheck_proc.partial_snapshot(missing, proc_root).procs if missing else {}
     for pid in wanted:
@@ -922,9 +1172,9 @@ def _name_procs(facts, snap, proc_root):
         prog = proc.program
         facts.procs[pid] = {"starttime": proc.starttime, "uid": proc.uid,
                             "program": prog.name if prog is not None else proc.comm}
-    for s in facts.sessions:
-        if s["procs"]:
-            s["procs"] = [p for p in s["procs"] if p in facts.procs]
+    for i, pids in procs.items():
+        if pids:
+            procs[i] = [p for p in pids if p in facts.procs]
     facts.protected = sorted(hostcheck_reaper.protected(snap))
     me = snap.procs.get(snap.self_pid) if snap.self_pid else None
     cgroup = me.cgroup if me is not None else None
@@ -974,19 +1224,81 @@ def _top(counts, n=5):
     return text + (", ..." if len(items) > n else "")
 
 
-def classify(facts):
-    """``{verdict: [session, ...]}`` (see :func:`judge`). Pure."""
-    out = {"live": [], "leftovers": [], "stale": [], "young": [], "unknown": []}
-    leaders, now, verdict = facts.leaders, facts.now, judge
-    stale, young = out["stale"], (now - STALE_AGE) * 1e6
-    for s in facts.sessions:
-        # the pile's common case, inline: no leader, no scope, old (what judge() says)
-        if s["leader"] not in leaders and not s["procs"] and s["scope_exists"] is not None and \
-                (s["realtime"] is None or s["realtime"] <= young):
-            stale.append(s)
-        else:
-            out[verdict(s, leaders, now)].append(s)
+def alive_leaders(table, leaders, idx=None, hits=None):
+    """The indices of the sessions of ``table`` (:class:`Sessions`; of
+    ``idx``, else all) whose leader runs (:func:`leader_state` ``alive``),
+    in order (``hits``: the indices whose leader PID runs, when known). Pure."""
+    if not leaders:
+        return []
+    if hits is None:
+        hits = table.matching("leader", leaders, idx)
+    out = []
+    for i, pid, rt in zip(hits, table.values("leader", hits), table.values("realtime", hits)):
+        started = leaders[pid]
+        if pid and (started is None or rt is None or started <= rt / 1e6 + START_SLACK):
+            out.append(i)
     return out
+
+
+def _after(table, idx, moment):
+    """The indices of ``idx`` whose ``REALTIME`` is after ``moment`` (µs), or
+    a superset of them: when all are stored as digits of one length (see
+    :class:`Sessions`), one comparison of bytes per cell, nothing converted;
+    else all of ``idx``."""
+    times = list(map(table.realtime.__getitem__, idx))
+    try:
+        lengths = set(map(len, times))
+    except TypeError:  # some hold a number or None (files parsed one by one)
+        return idx
+    threshold = b"%d" % math.floor(moment)  # an integer is after moment if it is after its floor
+    if len(lengths) != 1:
+        return idx if lengths else []
+    (length,) = lengths
+    if length == len(threshold):
+        return list(itertools.compress(idx, map(threshold.__lt__, times)))
+    return idx if length > len(threshold) else []
+
+
+def verdicts(facts):
+    """``{verdict: [index, ...]}``: what :func:`judge` says of each session
+    of ``facts.table``, in bulk. Pure."""
+    return _verdicts(facts)[0]
+
+
+def _verdicts(facts):
+    """:func:`verdicts` and the indices whose leader PID runs: set
+    operations and C-level passes over the columns, one by one only the few
+    whose leader PID runs or that may be young."""
+    table, leaders, now = facts.table, facts.leaders, facts.now
+    hits = table.matching("leader", leaders) if leaders else []
+    live = alive_leaders(table, leaders, hits=hits)
+    done = set(live)
+    leftovers = sorted(i for i, pids in table.procs.items() if pids and i not in done)
+    done.update(leftovers)
+    rest = list(itertools.filterfalse(done.__contains__, range(len(table.ids))))
+    out = {"live": live, "leftovers": leftovers, "stale": rest, "young": [], "unknown": []}
+    if table.scoped is None:
+        out["stale"], out["unknown"] = [], rest
+        return out, hits
+    old = (now - STALE_AGE) * 1e6
+    # judge()'s own arithmetic for those that may be young: after ``old``, or a leader PID that runs
+    maybe = set(_after(table, rest, old)).union(itertools.filterfalse(done.__contains__, hits))
+    young = []
+    for i in sorted(maybe):
+        rt = table.cell("realtime", i)
+        if rt is not None and now - rt / 1e6 < STALE_AGE and (rt > old or table.cell("leader", i) in leaders):
+            young.append(i)
+    if young:
+        out["young"] = young
+        out["stale"] = list(itertools.filterfalse(set(young).__contains__, rest))
+    return out, hits
+
+
+def classify(facts):
+    """``{verdict: [session, ...]}`` (see :func:`judge`): the records of
+    :func:`verdicts`. Pure."""
+    records = facts.sessions
+    return {verdict: [records[i] for i in idx] for verdict, idx in verdicts(facts).items()}
 
 
 def _pile_finding(facts, opts, by_state, by_service):
@@ -1009,25 +1321,34 @@ def _user(s, facts):
     return s["user"] or facts.users.get(s["uid"]) or (str(s["uid"]) if s["uid"] is not None else None)
 
 
+def _user_of(user, uid, facts):
+    return user or facts.users.get(uid) or (str(uid) if uid is not None else None)
+
+
 def _leftover_findings(facts, kept):
+    """The ``closing-leftovers`` findings of the sessions ``kept`` (indices)."""
+    table, now = facts.table, facts.now
     groups = {}
-    for s in kept:
-        groups.setdefault(s["service"] or "(none)", []).append(s)
+    for i, service in zip(kept, table.values("service", kept)):
+        groups.setdefault(service or "(none)", []).append(i)
     out = []
-    for service, sessions in sorted(groups.items()):
-        pids = sorted(p for s in sessions for p in s["procs"])
+    for service, members in sorted(groups.items()):
+        pids = sorted(p for i in members for p in table.procs[i])
         programs = _count(facts.procs[p]["program"] for p in pids)
-        users = sorted({u for u in (_user(s, facts) for s in sessions) if u})
-        ages = [a for a in (session_age(s, facts.now) for s in sessions) if a is not None]
+        pairs = set(zip(map(table.user.__getitem__, members), map(table.uid.__getitem__, members)))
+        users = sorted({u for u in (_user_of(table.value("user", user), table.value("uid", uid), facts)
+                                    for user, uid in pairs) if u})
+        times = [rt for rt in table.values("realtime", members) if rt is not None]
+        oldest = max(0.0, now - min(times) / 1e6) if times else None  # the age of the oldest
         summary = ("{} closing session{} of service {} ({}) kept alive by {} leftover process{}: {}; "
                    "the leader is gone; logind keeps them until these exit. logind_clean reaps them "
                    "only when closing names the service").format(
-            len(sessions), "" if len(sessions) == 1 else "s", service, ", ".join(users) or "?", len(pids),
+            len(members), "" if len(members) == 1 else "s", service, ", ".join(users) or "?", len(pids),
             "" if len(pids) == 1 else "es", _top(programs))
         out.append(hostcheck_check.finding(
-            NAME, "closing-leftovers", "warning", summary, pids, service=service, sessions=len(sessions),
-            session_ids=sorted(s["id"] for s in sessions)[:50], users=users, programs=programs,
-            oldest_age=int(max(ages)) if ages else None))
+            NAME, "closing-leftovers", "warning", summary, pids, service=service, sessions=len(members),
+            session_ids=sorted(map(table.ids.__getitem__, members))[:50], users=users, programs=programs,
+            oldest_age=int(oldest) if oldest is not None else None))
     return out
 
 
@@ -1038,13 +1359,25 @@ def orphaned(stale, users):
     return [s for s in stale if s["uid"] not in users]
 
 
-def _stale_finding(stale, leaders, users):
+def _orphaned_at(table, stale, users):
+    """:func:`orphaned` of the sessions ``stale`` (indices): ``(indices, UIDs)``."""
+    raws = list(map(table.uid.__getitem__, stale))
+    lost = {raw: uid for raw, uid in ((raw, table.value("uid", raw)) for raw in set(raws)) if uid not in users}
+    return ([i for i, raw in zip(stale, raws) if raw in lost] if lost else []), set(lost.values())
+
+
+def _stale_finding(facts, stale, lost, lost_uids, hits):
+    """The ``stale-session-files`` finding of the sessions ``stale``
+    (indices; ``lost``: those of users logind does not track; ``hits``: the
+    indices whose leader PID runs)."""
     if not stale:
         return None
-    reused = sum(1 for s in [s for s in stale if s["leader"] in leaders] if leader_state(s, leaders) == "reused")
-    why = _count(["leader gone"] * (len(stale) - reused) + ["leader PID reused"] * reused)
-    by_service = _count(map(operator.itemgetter("service"), stale))
-    lost = orphaned(stale, users)
+    table, leaders = facts.table, facts.leaders
+    reused = sum(1 for i in set(stale).intersection(hits)
+                 if leader_state({"leader": table.cell("leader", i), "realtime": table.cell("realtime", i)},
+                                 leaders) == "reused")
+    why = _count({k: n for k, n in (("leader gone", len(stale) - reused), ("leader PID reused", reused)) if n})
+    by_service = _count(table.counts("service", stale))
     text = "{} stale session file{} (no live scope, {}; by service: {})".format(
         len(stale), "" if len(stale) == 1 else "s", _top(why), _top(by_service))
     if len(lost) < len(stale):
@@ -1052,11 +1385,12 @@ def _stale_finding(stale, leaders, users):
     if lost:
         text += ("; {} belong to users logind does not track (UID {}): it never loads them and a restart does "
                  "not remove them: delete them by hand").format(
-            len(lost), ", ".join(sorted({str(s["uid"]) for s in lost})))
+            len(lost), ", ".join(sorted({str(uid) for uid in lost_uids})))
+    ids = table.ids.__getitem__
     return hostcheck_check.finding(
         NAME, "stale-session-files", "warning", text, stale=len(stale), orphaned=len(lost), reasons=why,
-        by_service=by_service, session_ids=sorted(map(operator.itemgetter("id"), stale))[:50],
-        orphaned_ids=sorted(map(operator.itemgetter("id"), lost))[:50] if lost else [])
+        by_service=by_service, session_ids=sorted(map(ids, stale))[:50],
+        orphaned_ids=sorted(map(ids, lost))[:50] if lost else [])
 
 
 def _rss_finding(facts, opts):
@@ -1149,12 +1483,14 @@ def analyse(facts, opts):
         return hostcheck_check.Diagnosis(NAME, [], [NOTE_NO_SYSTEMD if not facts.systemd else NOTE_NO_LOGIND],
                                          {"sessions": 0, "closing": 0, "stale": 0, "orphaned": 0,
                                           "rss_mb": None}, facts)
-    classes = classify(facts)
-    by_state = _count(map(operator.itemgetter("state"), facts.sessions))
-    by_service = _count(map(operator.itemgetter("service"), facts.sessions))
+    classes, hits = _verdicts(facts)
+    table = facts.table
+    by_state = _count(table.counts("state"))
+    by_service = _count(table.counts("service"))
+    lost, lost_uids = _orphaned_at(table, classes["stale"], facts.users)
     findings = [f for f in (_pile_finding(facts, opts, by_state, by_service),) if f]
     findings += _leftover_findings(facts, classes["leftovers"])
-    findings += [f for f in (_stale_finding(classes["stale"], facts.leaders, facts.users),
+    findings += [f for f in (_stale_finding(facts, classes["stale"], lost, lost_uids, hits),
                              _rss_finding(facts, opts)) if f]
     findings += _pam_findings(facts, opts, by_service) + _bus_findings(facts)
     rss = facts.logind["rss_kb"]
@@ -1162,10 +1498,12 @@ def analyse(facts, opts):
         "sessions": facts.count,
         "closing": len(classes["leftovers"]) if facts.parsed else None,
         "stale": len(classes["stale"]) if facts.parsed else facts.scopes_missing,
-        "orphaned": len(orphaned(classes["stale"], facts.users)) if facts.parsed else None,
-        "leftovers": sum(len(s["procs"]) for s in classes["leftovers"]) if facts.parsed else None,
+        "orphaned": len(lost) if facts.parsed else None,
+        "leftovers": sum(len(table.procs[i]) for i in classes["leftovers"]) if facts.parsed else None,
         "rss_mb": round(rss / 1024.0, 1) if rss is not None else None,
-        "by_state": by_state, "by_service": by_service, "graphical": graphical(facts, classes),
+        "by_state": by_state, "by_service": by_service,
+        "graphical": sorted(i for i, kind in zip(map(table.ids.__getitem__, classes["live"]),
+                                                   table.values("type", classes["live"])) if (kind or "") in GRAPHICAL),
     }
     return hostcheck_check.Diagnosis(NAME, hostcheck_check.by_severity(findings), _notes(facts, classes), details,
                                      facts)
