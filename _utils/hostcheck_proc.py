@@ -88,7 +88,8 @@ def read_bytes(path, limit=1 << 20, to_eof=False):
         os.close(fd)
 
 
-def _read_small(path):
+def read_small(path):
+    """A small ``/proc`` file (``stat``, ``cgroup``, ``limits``: under 4 KiB) in one read, or ``None``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -385,7 +386,7 @@ class Proc:
         """The audit login uid (``None`` when unset or unreadable): set by
         ``pam_loginuid`` for whatever a login session starts."""
         if self._loginuid is _MISSING:
-            raw = _read_small(self._base + "/loginuid") if self._base else None
+            raw = read_small(self._base + "/loginuid") if self._base else None
             try:
                 self._loginuid = int(raw) if raw else NO_LOGINUID
             except ValueError:
@@ -410,7 +411,7 @@ class Proc:
     @property
     def cgroup(self):
         if self._cgroup is _MISSING:
-            self._cgroup = parse_cgroup(_read_small(self._base + "/cgroup"))
+            self._cgroup = parse_cgroup(read_small(self._base + "/cgroup"))
         return self._cgroup
 
     @property
@@ -592,7 +593,7 @@ def partial_snapshot(pids, proc_root="/proc"):
     for pid in list(pids) + ([self_pid] if self_pid else []):
         while pid > 0 and pid not in procs:
             base = prefix + str(pid)
-            raw = _read_small(base + "/stat")
+            raw = read_small(base + "/stat")
             proc = Proc.from_stat(pid, base, raw) if raw else None
             if proc is None:
                 break
@@ -615,7 +616,7 @@ def snapshot(proc_root="/proc", load=False):
         raise OSError("cannot list {}: {}".format(proc_root, exc)) from exc
     procs = {}
     prefix = proc_root + "/"
-    # the hot loop of every check: _read_small() inlined, names looked up once
+    # the hot loop of every check: read_small() inlined, names looked up once
     _open, _read, _close = os.open, os.read, os.close
     from_stat = Proc.from_stat
     flags = os.O_RDONLY | os.O_CLOEXEC
@@ -649,7 +650,7 @@ def still_same(pid, starttime, proc_root="/proc"):
 
     This is the PID-reuse guard every signal goes through.
     """
-    stat = parse_stat(_read_small("{}/{}/stat".format(proc_root, pid)))
+    stat = parse_stat(read_small("{}/{}/stat".format(proc_root, pid)))
     if stat is None:
         return False
     return stat[6] == starttime and stat[1] not in ("Z", "X", "x")

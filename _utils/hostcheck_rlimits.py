@@ -707,23 +707,9 @@ def count_fds(base, trust_size):
         return None
 
 
-def read_small(path):
-    """A small ``/proc`` file in one 4 KiB read (``limits`` is under 2 KiB), or ``None``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def read_process(facts, base, pid, trust_size, resources=RESOURCES):
     """Limits and descriptor count of one process into ``facts``."""
-    raw = read_small(base + "/limits")
+    raw = hostcheck_proc.read_small(base + "/limits")
     if raw is None:
         facts.unreadable += 1
     else:
@@ -813,7 +799,7 @@ def read_pid1(facts, host, snap):
     """PID 1's own limits (what systemd hands on where nothing is set) and
     whether it may raise hard limits (``CAP_SYS_RESOURCE``); ``fs.nr_open``."""
     base = os.path.join(host.proc_root, "1")
-    facts.pid1["limits"] = parse_proc_limits(read_small(base + "/limits"))
+    facts.pid1["limits"] = parse_proc_limits(hostcheck_proc.read_small(base + "/limits"))
     status = hostcheck_proc.read_bytes(base + "/status") or b""
     idx = status.find(b"\nCapEff:")
     if idx >= 0:
@@ -986,8 +972,8 @@ def read_supervisors(facts, host):
         proc = facts.snap.procs[spid]
         path, text = _supervisor_config(host, proc)
         settings = dict(SUPERVISOR_DEFAULTS, **supervisor_settings(text))
-        facts.supervisors[spid] = {"config": path, "read": text is not None, **settings,
-                                   "limits": parse_proc_limits(read_small("{}/{}/limits".format(host.proc_root, spid)))}
+        limits = parse_proc_limits(hostcheck_proc.read_small("{}/{}/limits".format(host.proc_root, spid)))
+        facts.supervisors[spid] = {"config": path, "read": text is not None, **settings, "limits": limits}
     if facts.quick or not any(s.kind == "supervisor" for s in facts.services):
         return
     facts.tasks = tasks_by_uid(host.snapshot())
