@@ -1,12 +1,11 @@
 """hostcheck delivered by a master: saltutil.sync_all, then called through the master."""
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.beds.pip_route import install_copy
 
 pytestmark = pytest.mark.slow
 
@@ -112,22 +111,7 @@ def test_docs_have_cli_examples(salt_cli, salt_minion):
 
 def test_pip_route_without_sync(tmp_path):
     """``pip install .`` registers the salt.loader entry point: salt-call works with no sync."""
-    # install from a copy of the tracked files, as from a clean checkout; the
-    # in-tree build would otherwise leave build/ and an egg-info in _utils
-    src = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if rel.startswith(("_", "hostcheck_saltext/")) or rel in ("setup.py", "README.rst"):
-            dest = src / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(os.path.join(REPO, rel), dest)
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(src)],
-        check=True, cwd=str(tmp_path),
-    )
+    target = install_copy(tmp_path)  # from a copy of the tracked files, as from a clean checkout
     assert (target / "hostcheck_orphans.py").exists()
     conf = tmp_path / "conf"
     conf.mkdir()

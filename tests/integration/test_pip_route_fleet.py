@@ -3,13 +3,12 @@
 ``hostcheck`` beacon through the ``salt.loader`` entry point, with no sync."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.beds.pip_route import install_copy
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +31,7 @@ print(json.dumps({{
 
 
 def test_pip_route_has_runner_and_beacon(tmp_path):
-    src = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if rel.startswith(("_", "hostcheck_saltext/")) or rel in ("setup.py", "README.rst"):
-            dest = src / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(os.path.join(REPO, rel), dest)
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(src)], check=True, cwd=str(tmp_path))
+    target = install_copy(tmp_path)
     assert (target / "hostcheck_saltext" / "runners" / "hostcheck.py").exists()
     assert (target / "hostcheck_saltext" / "beacons" / "hostcheck.py").exists()
     assert (target / "hostcheck_metrics.py").exists()
