@@ -167,14 +167,14 @@ def identify(exe, argv):
     argv = list(argv or ())
     trusted = bool(exe)
     if exe:
-        clean = exe[: -len(DELETED)] if exe.endswith(DELETED) else exe
+        clean = _clean(exe)
     elif argv:
         # unreadable exe (another user's process, seen by a non-root minion):
         # a guess from argv[0], marked untrusted
         clean = argv[0].split(" ", 1)[0]
     else:
         return None
-    base = os.path.basename(clean).lstrip("-").rstrip(":")
+    base = _basename(clean)
     if base == "busybox" and argv:
         name = os.path.basename(argv[0]).lstrip("-")
         return Program(name, clean if trusted else None, None, None, argv[1:], trusted)
@@ -200,13 +200,32 @@ def identify(exe, argv):
     return Program(name, clean if trusted else None, family, script, argv[after:], trusted)
 
 
+def _clean(exe):
+    return exe[: -len(DELETED)] if exe.endswith(DELETED) else exe
+
+
+def _basename(path):
+    return os.path.basename(path).lstrip("-").rstrip(":")
+
+
+def native_name(exe):
+    """The name :func:`identify` gives a process whose executable link is
+    ``exe`` when the executable alone names it (a native binary); ``None``
+    when the arguments are needed too (an interpreter, a shell, busybox) or
+    ``exe`` is unreadable. A caller looking for some programs can skip the
+    command lines of the processes this already rules out."""
+    if not exe:
+        return None
+    base = _basename(_clean(exe))
+    return None if not base or base == "busybox" or family_of(base) is not None else base
+
+
 def needs_args(exe):
     """True when :func:`identify` needs the arguments to name what ``exe``
-    runs (an interpreter, a shell, busybox); a native binary is named by its
-    executable alone, so a caller may skip reading its ``cmdline``."""
-    clean = exe[: -len(DELETED)] if exe and exe.endswith(DELETED) else (exe or "")
-    base = os.path.basename(clean)
-    return not base or base == "busybox" or family_of(base) is not None
+    runs (an interpreter, a shell, busybox; an unreadable ``exe``); a native
+    binary is named by its executable alone, so a caller may skip reading
+    its ``cmdline``."""
+    return native_name(exe) is None
 
 
 def is_daemon(program, name):

@@ -623,13 +623,17 @@ def daemon_processes(snap, daemons, boot=None):
     Identified by program (executable and arguments, :mod:`hostcheck_ident`),
     never by comm; a shell script named like a daemon is not that daemon.
     Only the top of each daemon's tree counts (cron's per-job children are
-    the job's, not the daemon).
+    the job's, not the daemon). A native binary of another name is ruled
+    out by its executable alone (no command line read).
     """
     boot = boot if boot is not None else snap.boot_time
     wanted = set(daemons)
+    maybe = wanted | {None}  # native_name None: the arguments name it
     programs = {}
     for proc in snap.user_procs:
-        prog = proc.program if proc.pid != 1 else None
+        if proc.pid == 1 or hostcheck_ident.native_name(proc.exe) not in maybe:
+            continue
+        prog = proc.program
         if prog is not None and prog.name in wanted and hostcheck_ident.is_daemon(prog, prog.name):
             programs[proc.pid] = prog.name
     out = []

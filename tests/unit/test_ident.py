@@ -80,3 +80,11 @@ def test_needs_args_only_for_interpreters_shells_and_busybox():
     assert hi.needs_args("/usr/bin/python3.11") and hi.needs_args("/bin/dash") and hi.needs_args("/bin/busybox")
     assert hi.needs_args("/usr/bin/java (deleted)") and hi.needs_args(None)
     assert not hi.needs_args("/usr/sbin/cron") and not hi.needs_args("/usr/sbin/cron (deleted)")
+
+
+def test_native_name_is_the_name_identify_gives_or_none():
+    for exe in ("/usr/sbin/cron", "/usr/sbin/cron (deleted)", "/usr/lib/systemd/systemd-timedated"):
+        assert hi.native_name(exe) == hi.identify(exe, ["anything", "-x"]).name
+    assert hi.native_name("/usr/sbin/cron (deleted)") == "cron"
+    for exe in ("/usr/bin/python3.11", "/bin/dash", "/bin/busybox", "/usr/bin/java (deleted)", None, ""):
+        assert hi.native_name(exe) is None, exe

@@ -12,6 +12,7 @@ import pytest
 import hostcheck_check as hc
 import hostcheck_config as hcfg
 import hostcheck_files as hf
+import hostcheck_ident as hi
 import hostcheck_proc as hp
 import hostcheck_reaper as hr
 import hostcheck_service as hs
@@ -476,6 +477,24 @@ def test_daemon_processes_top_of_tree_by_program_not_comm():
     assert [(d["program"], d["pid"], d["unit"]) for d in found] == [
         ("cron", 100, "cron.service"), ("rsyslogd", 300, "rsyslog.service")]
     assert found[0]["started_at"] == 1000.0 + 500 / snap.clk_tck
+
+
+def test_daemon_processes_reads_no_command_line_of_other_native_binaries(monkeypatch):
+    snap = hp.Snapshot.from_procs([
+        P(1, 0, cmdline=["/sbin/init"]),
+        P(100, 1, comm="cron", cmdline=["/usr/sbin/cron", "-f"]),
+        P(200, 1, comm="sleep", cmdline=["/usr/bin/sleep", "600"]),  # native, not a daemon looked for
+        P(300, 1, comm="crond", cmdline=["crond", "-f"], exe="/bin/busybox"),  # busybox: named by argv[0]
+        P(400, 1, comm="x", cmdline=["/usr/bin/python3", "/opt/app.py"]),  # interpreter: named by its script
+        P(500, 1, comm="cron", cmdline=["cron", "-f"], exe=None),  # unreadable exe: a guess, never trusted
+    ])
+    asked = []
+    real = hi.identify
+    monkeypatch.setattr(hi, "identify", lambda exe, argv: asked.append(exe) or real(exe, argv))
+    found = tz.daemon_processes(snap, tz.DEFAULT_DAEMONS, boot=1000.0)
+    assert [(d["program"], d["pid"]) for d in found] == [("cron", 100), ("crond", 300)]
+    assert "/usr/bin/sleep" not in asked
+    assert sorted(asked, key=str) == sorted(["/usr/sbin/cron", "/bin/busybox", "/usr/bin/python3", None], key=str)
 
 
 def test_daemons_config():
