@@ -590,7 +590,7 @@ def list_sessions(directory):
         return None, 0, []
     try:
         try:
-            names, others = _scan(fd, _IS_FILE)
+            names, others = _scan(fd)
         except OSError:  # only where the file system gives no type and lstat fails
             names, others = _scan(fd, _is_regular)
     except OSError:
@@ -605,18 +605,20 @@ def list_sessions(directory):
     return names, len(refs), odd
 
 
-_IS_FILE = operator.methodcaller("is_file", follow_symlinks=False)
-
-
-def _scan(fd, is_regular):
+def _scan(fd, is_regular=None):
     """``(regular, others)``: the names in the directory ``fd``, by the
-    entry's type (getdents' ``d_type``: no stat). Listed through a
-    descriptor (the entries' paths are their names: no join each), in one
-    pass keeping no entry (a ``DirEntry`` is tracked by the garbage
-    collector: 100,000 of them kept cost full collections)."""
-    others = []
+    entry's type (getdents' ``d_type``: no stat; ``is_regular``: a test of
+    the entry instead, where ``d_type`` fails). Listed through a descriptor
+    (the entries' paths are their names: no join each), in one pass keeping
+    no entry (a ``DirEntry`` is tracked by the garbage collector: 100,000
+    of them kept cost full collections)."""
+    regular, others = [], []
     with os.scandir(fd) as it:
-        regular = [e.name for e in it if is_regular(e) or others.append(e.name)]
+        for entry in it:
+            if entry.is_file(follow_symlinks=False) if is_regular is None else is_regular(entry):
+                regular.append(entry.name)
+            else:
+                others.append(entry.name)
     return regular, others
 
 
@@ -951,21 +953,36 @@ def _scopes(base):
 
 def cgroup_pids(path, size=65536, dir_fd=None):
     """PIDs in one cgroup (``cgroup.procs``; ``path`` relative to ``dir_fd``
-    when given); ``[]`` when it cannot be read. One read unless it fills the
-    buffer (a scope holds a few PIDs)."""
+    when given); ``[]`` when it cannot be read."""
+    return _pids(_read_procs(path, dir_fd, size))
+
+
+def _read_procs(path, dir_fd, size=65536, flags=os.O_RDONLY | os.O_CLOEXEC):
+    """The bytes of ``path``/``cgroup.procs``: one read unless it fills the
+    buffer (a scope holds a few PIDs); ``b""`` when it cannot be read."""
     try:
-        fd = os.open(path + "/cgroup.procs", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(path + "/cgroup.procs", flags, dir_fd=dir_fd)
     except OSError:
-        return []
+        return b""
     try:
-        chunks = [os.read(fd, size)]
-        while len(chunks[-1]) == size:
-            chunks.append(os.read(fd, size))
+        raw = os.read(fd, size)
+        if len(raw) == size:
+            chunks = [raw]
+            while len(chunks[-1]) == size:
+                chunks.append(os.read(fd, size))
+            raw = b"".join(chunks)
+        return raw
     except OSError:
-        return []
+        return b""
     finally:
         os.close(fd)
-    return [int(p) for p in b"".join(chunks).split() if p.isdigit()]
+
+
+def _pids(raw):
+    """The PIDs in the bytes of a ``cgroup.procs`` (anything not a number skipped)."""
+    if raw.replace(b"\n", b"").isdigit():  # the usual case: one conversion per line, no test each
+        return list(map(int, raw.split()))
+    return [int(p) for p in raw.split() if p.isdigit()]
 
 
 def _exe_name(proc_root, pid):
@@ -1163,7 +1180,7 @@ def _read_scopes(facts, scopes, base):
             dir_fd = None
         try:
             for i, name in items:
-                table.procs[i] = cgroup_pids(name, dir_fd=dir_fd) if dir_fd is not None else []
+                table.procs[i] = _pids(_read_procs(name, dir_fd)) if dir_fd is not None else []
         finally:
             if dir_fd is not None:
                 os.close(dir_fd)
