@@ -57,7 +57,6 @@ The last line is ``BENCH_JSON {...}`` for machines.
 """
 
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -91,18 +90,11 @@ while True:
 """
 
 
+# the namespace harness shared with the orphans bench (bench/ is on sys.path: the script's own directory)
+from orphans_bench import _read, _readlink, _reap, _set_pdeathsig, ns_members  # noqa: E402
+
 # ===========================================================================
 # inner side: PID 1 of the bench's namespace
-
-
-def _reap():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def holder_counts(holders):
@@ -148,33 +140,6 @@ def inner_main(args):
 
 # ===========================================================================
 # host side
-
-
-def _set_pdeathsig():
-    """Runs in the forked child before exec of unshare: die with the bench."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
-def _readlink(path):
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
-def ns_members(ns_id):
-    """Host PIDs whose PID namespace is ``ns_id``."""
-    return [int(n) for n in os.listdir("/proc")
-            if n.isdigit() and _readlink("/proc/{}/ns/pid".format(n)) == ns_id]
 
 
 class Namespace:
