@@ -46,7 +46,6 @@ was built (exit 1 when it is wrong; ``--strict``: exit 3 when the target is
 missed). The bench signals only the one ``sleep`` it started, by its Popen.
 """
 import argparse
-import gc
 import os
 import shutil
 import statistics
@@ -60,6 +59,7 @@ sys.path.insert(0, os.path.join(REPO, "_utils"))
 
 import hostcheck_check  # noqa: E402
 import hostcheck_logind  # noqa: E402
+from benchlib import measure  # noqa: E402
 
 RATIO_TARGET = 1.5
 
@@ -202,22 +202,6 @@ def measures(tree):
         "logind": logind,
         "grain": grain,
     }
-
-
-def measure(funcs, repeat, warmup):
-    names = list(funcs)
-    times = {n: [] for n in names}
-    for run in range(warmup + repeat):
-        order = names[run % len(names):] + names[:run % len(names)]
-        for name in order:
-            gc.collect()
-            t0 = time.process_time()
-            result = funcs[name]()
-            dt = time.process_time() - t0
-            del result
-            if run >= warmup:
-                times[name].append(dt * 1e3)
-    return times
 
 
 def check(tree, funcs):

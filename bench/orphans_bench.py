@@ -67,13 +67,14 @@ import io
 import json
 import os
 import pstats
-import select
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
+
+from benchlib import fill_small_trees, serve_until_eof
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -198,16 +199,6 @@ def _ns_children(ppid):
     return out
 
 
-def _reap():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def inner_main(args):
     """Populate the namespace, report, then wait for stdin EOF and exit (killing all)."""
     bench_dir = BENCH_DIR
@@ -284,33 +275,11 @@ def inner_main(args):
 
     # -- fill with small trees: a shell with 1-4 sleeping children; every 4th
     #    is a session leader (like a daemon), so the environ rule sees it
-    sizes = (3, 2, 4, 1, 3, 2)
-    idx = 0
-    while planned < total:
-        left = total - planned
-        if left == 1:
-            spawn([sleep, SLEEP_SECONDS])
-            planned += 1
-            break
-        kids = min(sizes[idx % len(sizes)], left - 1)
-        script = " ".join(["sleep {} &".format(SLEEP_SECONDS)] * kids) + " wait"
-        spawn([sh, "-c", script], session=(idx % 4 == 0))
-        planned += 1 + kids
-        idx += 1
-
+    planned = fill_small_trees(planned, total, spawn, sh, sleep, SLEEP_SECONDS)
     print("SPAWNED {}".format(planned), flush=True)
     # Stay PID 1 until the bench closes our stdin (or dies): then exit, and the
     # kernel kills everything in the namespace.
-    while True:
-        ready, _, _ = select.select([0], [], [], 0.5)
-        _reap()
-        if ready:
-            try:
-                data = os.read(0, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                return 0
+    return serve_until_eof()
 
 
 # ===========================================================================

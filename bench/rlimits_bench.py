@@ -57,11 +57,9 @@ The last line is ``BENCH_JSON {...}`` for machines.
 """
 
 import argparse
-import gc
 import json
 import os
 import resource
-import select
 import shutil
 import signal
 import statistics
@@ -91,7 +89,8 @@ while True:
 
 
 # the namespace harness shared with the orphans bench (bench/ is on sys.path: the script's own directory)
-from orphans_bench import _read, _readlink, _reap, _set_pdeathsig, ns_members  # noqa: E402
+from benchlib import fill_small_trees, measure, serve_until_eof  # noqa: E402
+from orphans_bench import _read, _readlink, _set_pdeathsig, ns_members  # noqa: E402
 
 # ===========================================================================
 # inner side: PID 1 of the bench's namespace
@@ -113,29 +112,10 @@ def inner_main(args):
     for count in holder_counts(args.holders):
         os.posix_spawn(sys.executable, [sys.executable, "-c", HOLDER, MARK, str(count)], env)
         planned += 1
-    sizes, idx = (3, 2, 4, 1, 3, 2), 0
-    while planned < args.procs:
-        left = args.procs - planned
-        if left == 1:
-            os.posix_spawn(sleep, [sleep, SLEEP_SECONDS], env)
-            planned += 1
-            break
-        kids = min(sizes[idx % len(sizes)], left - 1)
-        script = " ".join(["sleep {} &".format(SLEEP_SECONDS)] * kids) + " wait"
-        os.posix_spawn(sh, [sh, "-c", script], env, setsid=(idx % 4 == 0))
-        planned += 1 + kids
-        idx += 1
+    planned = fill_small_trees(planned, args.procs, lambda argv, session: os.posix_spawn(
+        argv[0], argv, env, setsid=session), sh, sleep, SLEEP_SECONDS)
     print("SPAWNED {}".format(planned), flush=True)
-    while True:
-        ready, _, _ = select.select([0], [], [], 0.5)
-        _reap()
-        if ready:
-            try:
-                data = os.read(0, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                return 0
+    return serve_until_eof()
 
 
 # ===========================================================================
@@ -266,21 +246,6 @@ def psutil_style(psutil):
 
 # ---------------------------------------------------------------------------
 # host main
-
-
-def measure(benches, order, repeat, warmup):
-    samples = {name: [] for name in order}
-    for rep in range(warmup + repeat):
-        shift = rep % len(order)
-        for name in order[shift:] + order[:shift]:
-            gc.collect()
-            t = time.process_time()
-            result = benches[name]()
-            dt = time.process_time() - t
-            del result
-            if rep >= warmup:
-                samples[name].append(dt * 1000.0)
-    return samples
 
 
 def check(ns, diag):
@@ -423,7 +388,7 @@ def host_main(args):
         in_ns = ns.start()
         setup_s = time.monotonic() - t0
         total = sum(1 for n in os.listdir("/proc") if n.isdigit())
-        samples = measure(benches, order, args.repeat, args.warmup)
+        samples = measure(benches, args.repeat, args.warmup, order)
         diag = rlimits()
         ok, problems = check(ns, diag)
     finally:
