@@ -506,7 +506,8 @@ class Facts:
     gone); ``sessions``: the same as records (see :func:`parse_session`;
     with ``scope_exists`` and ``procs``), built when first asked for (the
     remedy's plan; :func:`analyse` reads the columns); ``leaders``: ``{pid:
-    start}`` of the leader PIDs that run; ``procs``: ``{pid:
+    start}`` of the leader PIDs that run (``led``: what :func:`led` found
+    of them, kept); ``procs``: ``{pid:
     {"starttime", "program", "uid"}}`` of those scope processes;
     ``scopes_missing``: sessions without a scope cgroup (quick count);
     ``logind``: ``{"pids", "rss_kb"}``; ``bus``: ``{"init"|"logind"|"dbus":
@@ -515,7 +516,7 @@ class Facts:
     ``protected``, ``self_session``, ``now``, ``euid``, ``quick``;
     ``refusals`` (filled by :func:`remedy_facts`)."""
 
-    __slots__ = ("systemd", "present", "count", "refs", "odd", "parsed", "table", "leaders", "procs",
+    __slots__ = ("systemd", "present", "count", "refs", "odd", "parsed", "table", "leaders", "led", "procs",
                  "scopes_missing", "logind", "bus", "pam", "protected", "self_session", "users", "now",
                  "euid", "quick", "refusals", "notes")
 
@@ -526,6 +527,7 @@ class Facts:
         self.parsed = True
         self.table = Sessions()
         self.leaders = {}
+        self.led = None
         self.procs = {}
         self.scopes_missing = None
         self.logind = {"pids": [], "rss_kb": None}
@@ -580,23 +582,29 @@ def _is_regular(entry):
         return False
 
 
-def list_sessions(directory):
-    """``(names, refs, odd)``: the session files (regular files, from the
-    directory entry type: nothing is opened), the number of ``*.ref`` FIFOs
-    skipped by name, and ``[[name, why]]`` of other entries."""
+def open_sessions(run_root):
+    """A descriptor of ``run_root``/:data:`SESSIONS` (listed, then its files
+    opened relative to it: one path walk); ``None`` when it cannot be opened."""
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return os.open(os.path.join(run_root, SESSIONS), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
+        return None
+
+
+def list_sessions(fd):
+    """``(names, refs, odd)``: the session files in the directory ``fd``
+    (:func:`open_sessions`; regular files by the directory entry's type:
+    nothing is opened), the number of ``*.ref`` FIFOs skipped by name, and
+    ``[[name, why]]`` of other entries. ``(None, 0, [])`` when it cannot be listed."""
+    if fd is None:
         return None, 0, []
     try:
         try:
             names, others = _scan(fd)
-        except OSError:  # only where the file system gives no type and lstat fails
+        except OSError:  # only where the file system gives no type and stat fails
             names, others = _scan(fd, _is_regular)
     except OSError:
         return None, 0, []
-    finally:
-        os.close(fd)
     # logind's temporary files (.#c1XXXXXX) and the *.ref FIFOs' names are not sessions
     names = [n for n in names if n[:1] != "." and n[-4:] != ".ref"]
     others = [n for n in others if n[:1] != "."]
@@ -605,20 +613,22 @@ def list_sessions(directory):
     return names, len(refs), odd
 
 
-def _scan(fd, is_regular=None):
-    """``(regular, others)``: the names in the directory ``fd``, by the
-    entry's type (getdents' ``d_type``: no stat; ``is_regular``: a test of
-    the entry instead, where ``d_type`` fails). Listed through a descriptor
-    (the entries' paths are their names: no join each), in one pass keeping
-    no entry (a ``DirEntry`` is tracked by the garbage collector: 100,000
-    of them kept cost full collections)."""
+def _regular_entry(entry, _link=os.DirEntry.is_symlink, _file=os.DirEntry.is_file):
+    """A regular file by its directory entry's type (``d_type``: no stat; a
+    symbolic link is not, whatever it points to). Unbound calls: a call
+    with keywords (``follow_symlinks=False``) costs more than the entry."""
+    return not _link(entry) and _file(entry)
+
+
+def _scan(fd, is_regular=_regular_entry):
+    """``(regular, others)``: the names in the directory ``fd``, by
+    ``is_regular`` of each entry, in one pass keeping no entry (a
+    ``DirEntry`` is tracked by the garbage collector: 100,000 of them kept
+    cost full collections)."""
     regular, others = [], []
     with os.scandir(fd) as it:
         for entry in it:
-            if entry.is_file(follow_symlinks=False) if is_regular is None else is_regular(entry):
-                regular.append(entry.name)
-            else:
-                others.append(entry.name)
+            (regular if is_regular(entry) else others).append(entry.name)
     return regular, others
 
 
@@ -735,71 +745,62 @@ class Sessions:
 SESSIONS = os.path.join("systemd", "sessions")
 
 
-def read_sessions(run_root, names):
+def read_sessions(dir_fd, names):
     """``(sessions, odd)``: the :class:`Sessions` of the session files
-    ``names`` (in ``run_root``/:data:`SESSIONS`), and ``[[name, why]]`` of
-    those that could not be read."""
+    ``names`` in the directory ``dir_fd`` (:func:`open_sessions`), and
+    ``[[name, why]]`` of those that could not be read."""
     state = ({}, [])
     table, odd = Sessions(state[0]), []
-    try:  # the files are opened relative to the run root: a shorter path walk each
-        root_fd = os.open(run_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        root_fd, prefix = None, os.path.join(run_root, SESSIONS) + "/"
-    else:
-        prefix = SESSIONS + "/"
-    try:
-        for start in range(0, len(names), BATCH):
-            batch, raws, bad = _read_files(names[start:start + BATCH], prefix, root_fd)
-            parse_into(table, batch, raws, state)
-            odd += bad
-    finally:
-        if root_fd is not None:
-            os.close(root_fd)
+    for start in range(0, len(names), BATCH):
+        batch, raws, bad = _read_files(names[start:start + BATCH], dir_fd)
+        parse_into(table, batch, raws, state)
+        odd += bad
     return table, odd
 
 
-def _read_files(names, prefix, dir_fd=None):
+def _read_files(names, dir_fd, flags=os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY):
     """``(names, raws, odd)``: the names read and their bytes (each file,
-    ``prefix`` + name relative to ``dir_fd``, opened non-blocking, without
-    following a symlink, read once, bounded), and ``[[name, why]]`` of the
-    files that could not be read. A file that vanished meanwhile (logind
-    removed it) is in neither."""
-    raws, odd, failed = [], [], []
-    limit = FILE_LIMIT
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+    relative to ``dir_fd``, opened non-blocking, without following a
+    symlink, read once, bounded), and ``[[name, why]]`` of the files that
+    could not be read. A file that vanished meanwhile (logind removed it)
+    is in neither."""
+    raws, failed = [], []
     _open, _read, _close, append = os.open, os.read, os.close, raws.append
     for name in names:
         try:
-            fd = _open(prefix + name, flags, dir_fd=dir_fd)
-        except FileNotFoundError:
-            failed.append(name)
-            continue
+            fd = _open(name, flags, dir_fd=dir_fd)
         except OSError as exc:
-            failed.append(name)
-            odd.append([name, "unreadable: {}".format(exc.strerror)])
+            failed.append((name, exc))
             continue
         try:
-            raw = _read(fd, limit)
+            raw = _read(fd, FILE_LIMIT)
         except OSError as exc:  # EISDIR, or EAGAIN from a FIFO put there since it was listed
-            failed.append(name)
-            odd.append([name, "unreadable: {}".format(exc.strerror)])
+            failed.append((name, exc))
         else:
             if raw or _regular_fd(fd):  # empty: a FIFO or a device put there since it was listed?
                 append(raw)
             else:
-                failed.append(name)
-                odd.append([name, "not a regular file: not read"])
+                failed.append((name, None))
         finally:
             _close(fd)
+    odd = []
     if failed:
-        failed = set(failed)
-        names = [name for name in names if name not in failed]
-    if raws and max(map(len, raws)) >= limit:
-        big = [len(raw) >= limit for raw in raws]
-        odd.extend([name, "larger than {} bytes: not parsed".format(limit)] for name in itertools.compress(names, big))
+        odd = [[name, _unreadable(exc)] for name, exc in failed if not isinstance(exc, FileNotFoundError)]
+        gone = {name for name, _ in failed}
+        names = [name for name in names if name not in gone]
+    if raws and max(map(len, raws)) >= FILE_LIMIT:
+        big = [len(raw) >= FILE_LIMIT for raw in raws]
+        odd.extend([name, "larger than {} bytes: not parsed".format(FILE_LIMIT)]
+                   for name in itertools.compress(names, big))
         small = list(map(operator.not_, big))
         names, raws = list(itertools.compress(names, small)), list(itertools.compress(raws, small))
     return names, raws, odd
+
+
+def _unreadable(exc):
+    """Why a session file was not read (``exc``: ``None`` for one that is
+    not a regular file)."""
+    return "not a regular file: not read" if exc is None else "unreadable: {}".format(exc.strerror)
 
 
 def _regular_fd(fd):
@@ -872,11 +873,10 @@ def _learn(raws, layouts):
 def _bulk_rows(raws, layouts):
     """One row of :data:`COLUMNS` (bytes) per file of ``raws``, from one
     pass of :func:`union_pattern` over them all; an empty row for a file no
-    layout fits. ``None`` when they cannot be joined (a file holds a NUL)."""
-    blob = b"\0" + b"\0".join(raws)
-    if blob.count(b"\0") != len(raws):
-        return None
-    rows = union_pattern(tuple(layouts))[0](blob)
+    layout fits. ``None`` when they cannot be joined: a file holds a NUL
+    (each match starts at a NUL and takes none after it, so there is then
+    one row more than files)."""
+    rows = union_pattern(tuple(layouts))[0](b"\0" + b"\0".join(raws))
     return rows if len(rows) == len(raws) else None
 
 
@@ -1119,14 +1119,19 @@ def read_users(run_root):
 def _scan_sessions(facts, host, base, quick):
     """Count (and, unless quick with many, parse) the session files, then
     read what the rules need of the parsed ones."""
-    directory = os.path.join(host.run_root, "systemd", "sessions")
+    directory = os.path.join(host.run_root, SESSIONS)
     if quick and _count_quick(facts, directory, base):
         return
-    names, facts.refs, facts.odd = list_sessions(directory)
-    names = names or []
-    facts.count = len(names)
-    scopes = _scopes(base)
-    facts.table, odd = read_sessions(host.run_root, names)
+    fd = open_sessions(host.run_root)
+    try:
+        names, facts.refs, facts.odd = list_sessions(fd)
+        names = names or []
+        facts.count = len(names)
+        scopes = _scopes(base)
+        facts.table, odd = read_sessions(fd, names)
+    finally:
+        if fd is not None:
+            os.close(fd)
     facts.odd.extend(odd)
     facts.count -= len(odd)
     snap = host.snapshot()
@@ -1166,24 +1171,24 @@ def _read_scopes(facts, scopes, base):
     if base is None:
         table.scoped = None
         return
-    by_id = {name[len("session-"):-len(".scope")]: name for name in scopes}
+    by_id = {name[8:-6]: name for name in scopes}  # session-ID.scope
     table.scoped = set(itertools.compress(range(len(table.ids)), map(by_id.__contains__, table.ids)))
-    scoped = sorted(table.scoped)
     todo = {}
-    for i in sorted(table.scoped.difference(alive_leaders(table, facts.leaders, scoped))):
+    for i in sorted(table.scoped.difference(led(facts)[1])):
         name = by_id[table.ids[i]]
         todo.setdefault(scopes[name], []).append((i, name))
+    procs = table.procs
     for where, items in todo.items():
         try:
             dir_fd = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
-            dir_fd = None
+            procs.update((i, []) for i, _ in items)
+            continue
         try:
             for i, name in items:
-                table.procs[i] = _pids(_read_procs(name, dir_fd)) if dir_fd is not None else []
+                procs[i] = _pids(_read_procs(name, dir_fd))
         finally:
-            if dir_fd is not None:
-                os.close(dir_fd)
+            os.close(dir_fd)
 
 
 def _name_procs(facts, snap, proc_root):
@@ -1253,6 +1258,17 @@ def _top(counts, n=5):
     return text + (", ..." if len(items) > n else "")
 
 
+def led(facts):
+    """``(hits, live)``: the indices of the sessions of ``facts.table`` whose
+    leader PID runs, and of those whose leader is alive
+    (:func:`alive_leaders`); found once, kept in ``facts.led``."""
+    if facts.led is None:
+        table, leaders = facts.table, facts.leaders
+        hits = table.matching("leader", leaders) if leaders else []
+        facts.led = (hits, alive_leaders(table, leaders, hits=hits))
+    return facts.led
+
+
 def alive_leaders(table, leaders, idx=None, hits=None):
     """The indices of the sessions of ``table`` (:class:`Sessions`; of
     ``idx``, else all) whose leader runs (:func:`leader_state` ``alive``),
@@ -1299,8 +1315,7 @@ def _verdicts(facts):
     operations and C-level passes over the columns, one by one only the few
     whose leader PID runs or that may be young."""
     table, leaders, now = facts.table, facts.leaders, facts.now
-    hits = table.matching("leader", leaders) if leaders else []
-    live = alive_leaders(table, leaders, hits=hits)
+    hits, live = led(facts)
     done = set(live)
     leftovers = sorted(i for i, pids in table.procs.items() if pids and i not in done)
     done.update(leftovers)
