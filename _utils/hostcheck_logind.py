@@ -606,29 +606,32 @@ def list_sessions(fd):
     except OSError:
         return None, 0, []
     # logind's temporary files (.#c1XXXXXX) and the *.ref FIFOs' names are not sessions
-    names = [n for n in names if n[:1] != "." and n[-4:] != ".ref"]
+    # (looked for in all the names at once first: there are usually none)
+    joined = "/" + "/".join(names) + "/"
+    if "/." in joined or ".ref/" in joined:
+        names = [n for n in names if n[:1] != "." and n[-4:] != ".ref"]
     others = [n for n in others if n[:1] != "."]
     refs = [n for n in others if n.endswith(".ref")]
     odd = [[n, "not a regular file: not opened"] for n in others if not n.endswith(".ref")]
     return names, len(refs), odd
 
 
-def _regular_entry(entry, _link=os.DirEntry.is_symlink, _file=os.DirEntry.is_file):
-    """A regular file by its directory entry's type (``d_type``: no stat; a
-    symbolic link is not, whatever it points to). Unbound calls: a call
-    with keywords (``follow_symlinks=False``) costs more than the entry."""
-    return not _link(entry) and _file(entry)
-
-
-def _scan(fd, is_regular=_regular_entry):
-    """``(regular, others)``: the names in the directory ``fd``, by
-    ``is_regular`` of each entry, in one pass keeping no entry (a
-    ``DirEntry`` is tracked by the garbage collector: 100,000 of them kept
-    cost full collections)."""
-    regular, others = [], []
+def _scan(fd, is_regular=None):
+    """``(regular, others)``: the names in the directory ``fd``: regular
+    files by the directory entry's type (``d_type``: no stat; a symbolic
+    link is not one, whatever it points to), or by ``is_regular`` of each
+    entry. One comprehension keeping no entry (a ``DirEntry`` is tracked by
+    the garbage collector: 100,000 of them kept cost full collections), the
+    entry's methods called unbound (a call with keywords,
+    ``follow_symlinks=False``, costs more than the entry)."""
+    others = []
+    other = others.append
+    link, regular_file = os.DirEntry.is_symlink, os.DirEntry.is_file
     with os.scandir(fd) as it:
-        for entry in it:
-            (regular if is_regular(entry) else others).append(entry.name)
+        if is_regular is None:
+            regular = [e.name for e in it if (not link(e) and regular_file(e)) or other(e.name)]
+        else:
+            regular = [e.name for e in it if is_regular(e) or other(e.name)]
     return regular, others
 
 
@@ -715,15 +718,6 @@ class Sessions:
         column = getattr(self, name)
         idx = range(len(column)) if idx is None else idx
         return list(itertools.compress(idx, map(keys.__contains__, map(column.__getitem__, idx))))
-
-    def numbers_in(self, name, numbers):
-        """The numbers of ``numbers`` (a collection of ``int``) that column
-        ``name`` holds."""
-        stored = set(getattr(self, name))
-        if len(numbers) <= len(stored):
-            keys = {b"%d" % n: n for n in numbers}
-            return {keys[k] for k in stored.intersection(keys)} | stored.intersection(numbers)
-        return {n for n in (self.value(name, v) for v in stored) if n in numbers}
 
     def record(self, i):
         rec = {"id": self.ids[i]}
@@ -1135,12 +1129,25 @@ def _scan_sessions(facts, host, base, quick):
     facts.odd.extend(odd)
     facts.count -= len(odd)
     snap = host.snapshot()
-    for pid in facts.table.numbers_in("leader", snap.procs):
+    _find_leaders(facts, snap)
+    _read_scopes(facts, scopes, base)
+    _name_procs(facts, snap, host.proc_root)
+
+
+def _find_leaders(facts, snap):
+    """``facts.leaders`` (the leader PIDs that run, and when they started)
+    and ``facts.led`` (see :func:`led`), from one pass over the sessions'
+    ``LEADER`` column."""
+    table = facts.table
+    hits = table.matching("leader", snap.procs)
+    pids = set(table.values("leader", hits))
+    for pid in pids:
         proc = snap.procs[pid]
         if proc.state not in ("Z", "X", "x"):
             facts.leaders[pid] = snap.started_at(proc)
-    _read_scopes(facts, scopes, base)
-    _name_procs(facts, snap, host.proc_root)
+    if len(facts.leaders) < len(pids):  # a zombie leader: its sessions are not hits
+        hits = table.matching("leader", facts.leaders, hits)
+    facts.led = (hits, alive_leaders(table, facts.leaders, hits=hits))
 
 
 def _count_quick(facts, directory, base):

@@ -352,6 +352,22 @@ def test_young_sessions_are_never_stale(bed):
     assert diag(bed).findings == []
 
 
+def test_a_zombie_leader_is_a_gone_leader(bed):
+    """A leader that exited but was not reaped yet (state Z) leads nothing:
+    its closing session's leftovers are found, its scope-less file is stale."""
+    d = bed.add_proc(400, comm="su", exe="/usr/bin/su")
+    stat = (d / "stat").read_text().replace(" S 1 ", " Z 1 ", 1)
+    (d / "stat").write_text(stat)
+    bed.closing("c1", 500, leader=400)
+    bed.stale("1001", leader=400)
+    bed.add_proc(300, comm="bash", exe="/usr/bin/bash", cgroup="/user.slice/user-0.slice/session-2.scope")
+    bed.scope(0, "2", [300])
+    bed.session("2", session_252("2", uid=0, user="root", state="active", service="sshd", leader=300))
+    got = diag(bed)
+    assert (got.details["closing"], got.details["stale"], got.details["leftovers"]) == (1, 1, 1)
+    assert got.facts.leaders == {300: got.facts.leaders[300]} and 400 not in got.facts.leaders
+
+
 def test_fifos_are_never_opened(bed, no_hang, monkeypatch):
     bed.closing("c1", 500)
     os.mkfifo(bed.sessions / "c1.ref")
