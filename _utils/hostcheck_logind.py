@@ -1193,7 +1193,9 @@ def _read_scopes(facts, scopes, base):
             continue
         try:
             for i, name in items:
-                procs[i] = _pids(_read_procs(name, dir_fd))
+                raw = _read_procs(name, dir_fd)
+                # the usual leftover: one PID (a line of digits), else the general parse
+                procs[i] = [int(raw)] if raw[-1:] == b"\n" and raw[:-1].isdigit() else _pids(raw)
         finally:
             os.close(dir_fd)
 
@@ -1417,10 +1419,22 @@ def _orphaned_at(table, stale, users):
     return ([i for i, raw in zip(stale, raws) if raw in lost] if lost else []), set(lost.values())
 
 
-def _stale_finding(facts, stale, lost, lost_uids, hits):
+def _counts_of(table, name, idx, total=None, others=None):
+    """:meth:`Sessions.counts` of column ``name`` of the sessions ``idx``
+    (``total``: the counts of all, and ``others``: the indices of all the
+    other sessions, when known: then, if ``idx`` is the bigger part, as a
+    pile of stale files is, the total minus the others' counts, fewer
+    cells read)."""
+    if total is not None and others is not None and len(others) < len(idx):
+        return total - table.counts(name, others)
+    return table.counts(name, idx)
+
+
+def _stale_finding(facts, stale, lost, lost_uids, hits, services=None, others=None):
     """The ``stale-session-files`` finding of the sessions ``stale``
     (indices; ``lost``: those of users logind does not track; ``hits``: the
-    indices whose leader PID runs)."""
+    indices whose leader PID runs; ``services`` and ``others``: see
+    :func:`_counts_of`)."""
     if not stale:
         return None
     table, leaders = facts.table, facts.leaders
@@ -1428,7 +1442,7 @@ def _stale_finding(facts, stale, lost, lost_uids, hits):
                  if leader_state({"leader": table.cell("leader", i), "realtime": table.cell("realtime", i)},
                                  leaders) == "reused")
     why = _count({k: n for k, n in (("leader gone", len(stale) - reused), ("leader PID reused", reused)) if n})
-    by_service = _count(table.counts("service", stale))
+    by_service = _count(_counts_of(table, "service", stale, services, others))
     text = "{} stale session file{} (no live scope, {}; by service: {})".format(
         len(stale), "" if len(stale) == 1 else "s", _top(why), _top(by_service))
     if len(lost) < len(stale):
@@ -1537,11 +1551,13 @@ def analyse(facts, opts):
     classes, hits = _verdicts(facts)
     table = facts.table
     by_state = _count(table.counts("state"))
-    by_service = _count(table.counts("service"))
+    services = table.counts("service")
+    by_service = _count(services)
     lost, lost_uids = _orphaned_at(table, classes["stale"], facts.users)
     findings = [f for f in (_pile_finding(facts, opts, by_state, by_service),) if f]
     findings += _leftover_findings(facts, classes["leftovers"])
-    findings += [f for f in (_stale_finding(facts, classes["stale"], lost, lost_uids, hits),
+    others = [i for verdict, idx in classes.items() if verdict != "stale" for i in idx]
+    findings += [f for f in (_stale_finding(facts, classes["stale"], lost, lost_uids, hits, services, others),
                              _rss_finding(facts, opts)) if f]
     findings += _pam_findings(facts, opts, by_service) + _bus_findings(facts)
     rss = facts.logind["rss_kb"]

@@ -352,6 +352,25 @@ def test_young_sessions_are_never_stale(bed):
     assert diag(bed).findings == []
 
 
+def test_stale_counts_by_service_leave_the_other_sessions_out(bed):
+    """The stale finding's counts by service (the pile's total minus the
+    other sessions', when the stale files are the bigger part) hold only
+    the stale files."""
+    for n, service in enumerate(("crond", "crond", "crond", "sshd")):
+        bed.stale(str(1001 + n), service=service)
+    bed.closing("c1", 500, service="crond")
+    got = diag(bed)
+    (stale,) = [f for f in got.findings if f["code"] == "stale-session-files"]
+    assert stale["by_service"] == {"crond": 3, "sshd": 1}
+    assert got.details["by_service"] == {"crond": 4, "sshd": 1}
+    bed.closing("c2", 501, service="sshd")  # now fewer stale files than others: counted directly
+    bed.closing("c3", 502, service="sshd")
+    bed.closing("c4", 503, service="sshd")
+    got = diag(bed)
+    (stale,) = [f for f in got.findings if f["code"] == "stale-session-files"]
+    assert stale["by_service"] == {"crond": 3, "sshd": 1}
+
+
 def test_a_zombie_leader_is_a_gone_leader(bed):
     """A leader that exited but was not reaped yet (state Z) leads nothing:
     its closing session's leftovers are found, its scope-less file is stale."""
