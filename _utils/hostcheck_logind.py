@@ -919,13 +919,9 @@ def parse_sessions(raws, state=None):
     return parse_into(Sessions(memo), [name for name, _ in raws], [raw for _, raw in raws], state).records()
 
 
-def list_scopes(base):
-    """``{scope name: cgroup path}`` of every session scope under ``user.slice``."""
-    return {name: os.path.join(where, name) for name, where in _scopes(base).items()}
-
-
 def _scopes(base):
-    """``{scope name: the user slice's path}`` of every session scope under ``user.slice``."""
+    """``{session id: (scope name, the user slice's path)}`` of every
+    session scope (``session-ID.scope``) under ``user.slice``."""
     out = {}
     if base is None:
         return out
@@ -939,9 +935,8 @@ def _scopes(base):
             names = os.listdir(path)
         except OSError:
             continue
-        for name in names:
-            if name.startswith("session-") and name.endswith(".scope"):
-                out[name] = path
+        out.update((name[8:-6], (name, path)) for name in names
+                   if name.startswith("session-") and name.endswith(".scope"))
     return out
 
 
@@ -1164,26 +1159,24 @@ def _count_quick(facts, directory, base):
         return False
     facts.parsed = False
     facts.count, facts.refs = len(sessions), len(names) - len(sessions)
-    scoped = {name[len("session-"):-len(".scope")] for name in _scopes(base)}
-    facts.scopes_missing = len(set(sessions).difference(scoped))
+    facts.scopes_missing = len(set(sessions).difference(_scopes(base)))
     return True
 
 
 def _read_scopes(facts, scopes, base):
     """Which sessions' scope cgroups exist (``None``: no hierarchy to look
-    in) and, for those whose leader is gone, their PIDs (``scopes``: see
+    in) and, for those whose leader is gone, their PIDs (``scopes``:
     :func:`_scopes`; each slice opened once, its scopes' ``cgroup.procs``
     relative to it)."""
     table = facts.table
     if base is None:
         table.scoped = None
         return
-    by_id = {name[8:-6]: name for name in scopes}  # session-ID.scope
-    table.scoped = set(itertools.compress(range(len(table.ids)), map(by_id.__contains__, table.ids)))
+    table.scoped = set(itertools.compress(range(len(table.ids)), map(scopes.__contains__, table.ids)))
     todo = {}
     for i in sorted(table.scoped.difference(led(facts)[1])):
-        name = by_id[table.ids[i]]
-        todo.setdefault(scopes[name], []).append((i, name))
+        name, where = scopes[table.ids[i]]
+        todo.setdefault(where, []).append((i, name))
     procs = table.procs
     for where, items in todo.items():
         try:
