@@ -61,7 +61,6 @@ The last line is ``BENCH_JSON {...}`` for machines.
 import argparse
 import cProfile
 import ctypes
-import gc
 import importlib.util
 import io
 import json
@@ -74,7 +73,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import fill_small_trees, serve_until_eof
+from benchlib import fill_small_trees, measure, serve_until_eof
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -696,17 +695,7 @@ def host_main(args):
             pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
             print(out.getvalue())
 
-        samples = {name: [] for name in order}
-        for rep in range(args.warmup + args.repeat):
-            shift = rep % len(order)
-            for name in order[shift:] + order[:shift]:
-                gc.collect()
-                t = time.process_time()
-                result = benches[name]()
-                dt = time.process_time() - t
-                del result
-                if rep >= args.warmup:
-                    samples[name].append(dt * 1000.0)
+        samples = measure(benches, args.repeat, args.warmup, order=order)
         med = {n: statistics.median(v) for n, v in samples.items()}
         low = {n: min(v) for n, v in samples.items()}
 
