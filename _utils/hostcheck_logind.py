@@ -703,7 +703,10 @@ class Sessions:
         """``{value: n}`` of column ``name`` (of the sessions ``idx``, else
         all): counted as stored, each distinct one converted once."""
         column = getattr(self, name)
-        stored = collections.Counter(column if idx is None else map(column.__getitem__, idx))
+        cells = column if idx is None else list(map(column.__getitem__, idx))
+        distinct = set(cells)
+        # a few distinct values (states, services): a C-level count of each costs less than a Counter
+        stored = {v: cells.count(v) for v in distinct} if len(distinct) <= 3 else collections.Counter(cells)
         out = collections.Counter()
         for value, n in stored.items():
             out[self.value(name, value)] += n
@@ -817,10 +820,14 @@ def _sample_layouts(raws, limit=LAYOUT_SAMPLES):
 #: ``+`` where ``re`` has possessive repeats (Python 3.11+): a value never
 #: needs to give back what it took (it is followed by the newline it cannot hold)
 _PLUS = b"+" if sys.version_info >= (3, 11) else b""
-#: a value in a bulk pattern: as written; numbers without a leading zero
-#: (their digits then tell them apart, unconverted: :meth:`Sessions.matching`)
-_BULK_VALUE = {k: (rb"=(0|[1-9]\d*" if k in (b"UID", b"LEADER", b"REALTIME") else rb"=([^\n]*") + _PLUS + rb")\n"
-               for k in _WANTED}
+#: a value in a pattern of the layouts: as written; numbers without a
+#: leading zero (their digits then tell them apart, unconverted:
+#: :meth:`Sessions.matching`). In the bulk pattern a number's first
+#: character is checked, the rest is taken as any value (cheaper to scan)
+#: and checked after, a column at a time (:func:`_digits`).
+_NUMBER_KEYS = (b"UID", b"LEADER", b"REALTIME")
+_EXACT_VALUE = {k: (rb"=(0|[1-9]\d*" if k in _NUMBER_KEYS else rb"=([^\n]*") + _PLUS + rb")\n" for k in _WANTED}
+_BULK_VALUE = {k: (rb"=([1-9][^\n]*" + _PLUS + rb"|0)\n" if k in _NUMBER_KEYS else _EXACT_VALUE[k]) for k in _WANTED}
 
 
 @functools.lru_cache(maxsize=16)
@@ -831,7 +838,8 @@ def union_pattern(layouts):
     the layouts have there (the longest first, taken for good: only one can
     be followed by the next wanted line). A file it matches has each wanted
     key exactly once (the runs hold only other keys), so its groups are what
-    :func:`parse_session` finds. ``bulk`` finds, in ``b"\\0"`` + the files
+    :func:`parse_session` finds (``bulk``'s numbers: once :func:`_digits`
+    says they are). ``bulk`` finds, in ``b"\\0"`` + the files
     joined by ``b"\\0"``, one row of groups per file, in order: empty for a
     file no layout fits (the last alternative takes it whole)."""
     gaps = [[] for _ in range(len(_WANTED) + 1)]
@@ -850,10 +858,12 @@ def union_pattern(layouts):
             return lines(runs[0])
         return (b"(?>" if _PLUS else b"(?:") + b"|".join(map(lines, sorted(runs, key=len, reverse=True))) + b")"
 
-    body = rb"#[^\n]*" + _PLUS + rb"\n" + one_of(gaps[0]) + b"".join(
-        re.escape(k) + _BULK_VALUE[k] + one_of(gaps[i + 1]) for i, k in enumerate(_WANTED))
-    return (re.compile(rb"\0(?:" + body + rb"(?=\0|\Z)|[^\0]*" + _PLUS + b")").findall,
-            re.compile(body).fullmatch)
+    def body(values):
+        return rb"#[^\n]*" + _PLUS + rb"\n" + one_of(gaps[0]) + b"".join(
+            re.escape(k) + values[k] + one_of(gaps[i + 1]) for i, k in enumerate(_WANTED))
+
+    return (re.compile(rb"\0(?:" + body(_BULK_VALUE) + rb"(?=\0|\Z)|[^\0]*" + _PLUS + b")").findall,
+            re.compile(body(_EXACT_VALUE)).fullmatch)
 
 
 def _learn(raws, layouts):
@@ -874,6 +884,15 @@ def _bulk_rows(raws, layouts):
     return rows if len(rows) == len(raws) else None
 
 
+#: where the :data:`NUMBERS` are among the :data:`COLUMNS`
+_NUMBER_AT = tuple(COLUMNS.index(name) for name in NUMBERS)
+
+
+def _digits(cells):
+    """True when all ``cells`` (bytes) are digits, checked on them all at once."""
+    return b"".join(cells).isdigit()
+
+
 def parse_into(table, names, raws, state=None):
     """Add the session files ``raws`` (bytes, named ``names``) to ``table``
     (:class:`Sessions`), with what :func:`parse_session` gives, fast: the
@@ -891,8 +910,9 @@ def parse_into(table, names, raws, state=None):
         rest = list(range(len(raws)))
     else:
         columns = list(zip(*rows))
-        if b"" in columns[0]:  # the UID group is never empty in a file a layout fits
-            fits = list(map(bool, columns[0]))
+        # the UID group is empty in a file no layout fits; a number that is not digits: the file does not fit
+        if b"" in columns[0] or not all(map(_digits, (columns[i] for i in _NUMBER_AT))):
+            fits = list(map(all, zip(*(map(bytes.isdigit, columns[i]) for i in _NUMBER_AT))))
             rest = list(itertools.compress(range(len(raws)), map(operator.not_, fits)))
             columns = [list(itertools.compress(column, fits)) for column in columns]
             table.add(list(itertools.compress(names, fits)), columns)
@@ -919,9 +939,13 @@ def parse_sessions(raws, state=None):
     return parse_into(Sessions(memo), [name for name, _ in raws], [raw for _, raw in raws], state).records()
 
 
+#: a session scope's name in a slice's listing (names joined by "/")
+_SCOPE_NAME = re.compile(r"(?<=/)session-([^/]+)\.scope(?=/)")
+
+
 def _scopes(base):
-    """``{session id: (scope name, the user slice's path)}`` of every
-    session scope (``session-ID.scope``) under ``user.slice``."""
+    """``{session id: the user slice's path}`` of every session scope
+    (``session-ID.scope``, :func:`scope_of`) under ``user.slice``."""
     out = {}
     if base is None:
         return out
@@ -935,8 +959,8 @@ def _scopes(base):
             names = os.listdir(path)
         except OSError:
             continue
-        out.update((name[8:-6], (name, path)) for name in names
-                   if name.startswith("session-") and name.endswith(".scope"))
+        # one regex pass over the listing: a slice holds a scope per session
+        out.update(dict.fromkeys(_SCOPE_NAME.findall("/" + "/".join(names) + "/"), path))
     return out
 
 
@@ -1175,18 +1199,17 @@ def _read_scopes(facts, scopes, base):
     table.scoped = set(itertools.compress(range(len(table.ids)), map(scopes.__contains__, table.ids)))
     todo = {}
     for i in sorted(table.scoped.difference(led(facts)[1])):
-        name, where = scopes[table.ids[i]]
-        todo.setdefault(where, []).append((i, name))
-    procs = table.procs
+        todo.setdefault(scopes[table.ids[i]], []).append(i)
+    procs, ids = table.procs, table.ids
     for where, items in todo.items():
         try:
             dir_fd = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
-            procs.update((i, []) for i, _ in items)
+            procs.update((i, []) for i in items)
             continue
         try:
-            for i, name in items:
-                raw = _read_procs(name, dir_fd)
+            for i in items:
+                raw = _read_procs("session-" + ids[i] + ".scope", dir_fd)
                 # the usual leftover: one PID (a line of digits), else the general parse
                 procs[i] = [int(raw)] if raw[-1:] == b"\n" and raw[:-1].isdigit() else _pids(raw)
         finally:

@@ -266,6 +266,10 @@ def test_the_fast_parser_gives_what_the_general_one_gives():
         ("n1", session_252("n1").replace("SERVICE=su-l\n", "").encode()),  # no SERVICE: general parser
         ("o1", b"STATE=active\nUID=5\nLEADER=7\n"),  # no comment line, other order
         ("x1", session_252("x1").replace("LEADER=53", "LEADER=").encode()),  # empty number
+        ("u1", session_252("u1").replace("LEADER=53", "LEADER=5_3").encode()),  # int() takes it, the layouts do not
+        ("u2", session_252("u2").replace("LEADER=53", "LEADER=5x").encode()),  # not a number
+        ("v1", session_219("v1").replace("UID=0\n", "UID=065534\n").encode()),  # a leading zero
+        ("w1", session_252("w1", uid=0).encode()),  # root
         ("d1", session_252("d1") .encode() + b"STATE=online\n"),  # a repeated key: the last one wins
         ("t1", session_219("t1").encode() + b"EXTRA=1\n"),  # an unknown trailing key
         ("z1", session_252("z1").replace("REMOTE=0", "REMOTE=a\0b").encode()),  # a NUL: no bulk pass
@@ -274,6 +278,12 @@ def test_the_fast_parser_gives_what_the_general_one_gives():
     assert {r["id"]: r for r in hl.parse_sessions(raws)} == expected
     assert expected["e1"]["service"] == "cron-job" and expected["e1"]["user"] == "quoted user"
     assert expected["n1"]["service"] is None and expected["d1"]["state"] == "online"
+    # an odd number in a batch whose other files all fit a layout: found by the check of the whole column
+    for odd in ("u1", "u2"):
+        batch = raws[:10] + [r for r in raws if r[0] == odd]
+        assert {r["id"]: r for r in hl.parse_sessions(batch)} == {name: expected[name] for name, _ in batch}
+    assert (expected["u1"]["leader"], expected["u2"]["leader"], expected["v1"]["uid"], expected["w1"]["uid"]) == (
+        53, None, 65534, 0)
     # in batches, with the layouts learned once
     monkey = hl.BATCH
     try:
