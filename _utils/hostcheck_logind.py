@@ -719,7 +719,8 @@ class Sessions:
         keys = set(numbers)
         keys.update(b"%d" % n for n in numbers)
         column = getattr(self, name)
-        idx = range(len(column)) if idx is None else idx
+        if idx is None:
+            return list(itertools.compress(range(len(column)), map(keys.__contains__, column)))
         return list(itertools.compress(idx, map(keys.__contains__, map(column.__getitem__, idx))))
 
     def record(self, i):
@@ -1429,8 +1430,12 @@ def orphaned(stale, users):
 
 
 def _orphaned_at(table, stale, users):
-    """:func:`orphaned` of the sessions ``stale`` (indices): ``(indices, UIDs)``."""
-    raws = list(map(table.uid.__getitem__, stale))
+    """:func:`orphaned` of the sessions ``stale`` (indices): ``(indices, UIDs)``
+    (the UIDs of all sessions looked at first: usually all are tracked)."""
+    column = table.uid
+    if all(table.value("uid", raw) in users for raw in set(column)):
+        return [], set()
+    raws = list(map(column.__getitem__, stale))
     lost = {raw: uid for raw, uid in ((raw, table.value("uid", raw)) for raw in set(raws)) if uid not in users}
     return ([i for i, raw in zip(stale, raws) if raw in lost] if lost else []), set(lost.values())
 
@@ -1450,11 +1455,13 @@ def _stale_finding(facts, stale, lost, lost_uids, hits, services=None, others=No
     """The ``stale-session-files`` finding of the sessions ``stale``
     (indices; ``lost``: those of users logind does not track; ``hits``: the
     indices whose leader PID runs; ``services`` and ``others``: see
-    :func:`_counts_of`)."""
+    :func:`_counts_of`; ``others`` is then every session not in ``stale``)."""
     if not stale:
         return None
     table, leaders = facts.table, facts.leaders
-    reused = sum(1 for i in set(stale).intersection(hits)
+    stale_hits = set(stale).intersection(hits) if others is None else itertools.filterfalse(set(others).__contains__,
+                                                                                            hits)
+    reused = sum(1 for i in stale_hits
                  if leader_state({"leader": table.cell("leader", i), "realtime": table.cell("realtime", i)},
                                  leaders) == "reused")
     why = _count({k: n for k, n in (("leader gone", len(stale) - reused), ("leader PID reused", reused)) if n})
