@@ -1313,27 +1313,36 @@ def alive_leaders(table, leaders, idx=None, hits=None):
 
 def _after(table, idx, moment):
     """The indices of ``idx`` whose ``REALTIME`` is after ``moment`` (µs), or
-    a superset of them: when all are stored as digits of one length (see
-    :class:`Sessions`), one comparison of bytes per cell, nothing converted;
-    else all of ``idx``."""
+    a superset of them: when all are stored as digits (no leading zero,
+    see :class:`Sessions`), compared as bytes, nothing converted: first
+    the longest and the greatest (none after: the usual answer), then, when
+    all have one length, one comparison per cell; else all of ``idx``."""
     times = list(map(table.realtime.__getitem__, idx))
+    threshold = b"%d" % math.floor(moment)  # an integer is after moment if it is after its floor
     try:
+        # no cell longer than the threshold, and none greater as bytes: no number greater
+        if not times or (len(max(times, key=len)) <= len(threshold) and max(times) <= threshold):
+            return []
         lengths = set(map(len, times))
     except TypeError:  # some hold a number or None (files parsed one by one)
         return idx
-    threshold = b"%d" % math.floor(moment)  # an integer is after moment if it is after its floor
-    if len(lengths) != 1:
-        return idx if lengths else []
-    (length,) = lengths
-    if length == len(threshold):
+    if len(lengths) == 1 and len(threshold) in lengths:
         return list(itertools.compress(idx, map(threshold.__lt__, times)))
-    return idx if length > len(threshold) else []
+    return idx
 
 
 def verdicts(facts):
     """``{verdict: [index, ...]}``: what :func:`judge` says of each session
     of ``facts.table``, in bulk. Pure."""
     return _verdicts(facts)[0]
+
+
+def _all_but(n, done):
+    """``range(n)`` without the indices ``done``, in order (a mask: no set look-up per index)."""
+    keep = bytearray(b"\1") * n
+    for i in done:
+        keep[i] = 0
+    return list(itertools.compress(range(n), keep))
 
 
 def _verdicts(facts):
@@ -1345,7 +1354,7 @@ def _verdicts(facts):
     done = set(live)
     leftovers = sorted(i for i, pids in table.procs.items() if pids and i not in done)
     done.update(leftovers)
-    rest = list(itertools.filterfalse(done.__contains__, range(len(table.ids))))
+    rest = _all_but(len(table.ids), done)
     out = {"live": live, "leftovers": leftovers, "stale": rest, "young": [], "unknown": []}
     if table.scoped is None:
         out["stale"], out["unknown"] = [], rest

@@ -362,6 +362,23 @@ def test_young_sessions_are_never_stale(bed):
     assert diag(bed).findings == []
 
 
+def test_after_finds_every_time_after_the_moment_compared_as_bytes():
+    table = hl.Sessions()
+    cells = [b"1700000000000000", b"9", b"1700000000000001", b"17000000000000000", b"999999999999999"]
+    table.add([str(i) for i in range(len(cells))], [[b"0"] * len(cells), [b"u"] * len(cells), [b"closing"] * len(cells),
+                                                    [b"tty"] * len(cells), [b"su"] * len(cells),
+                                                    [b"1"] * len(cells), cells])
+    for moment in (1700000000000000.5, 1700000000000000, 1699999999999999, 17000000000000000, 10 ** 18, 5):
+        want = {i for i, c in enumerate(cells) if int(c) > moment}
+        for idx in ([0, 1, 2, 3, 4], [0, 1, 4], [1, 4], [0], []):
+            got = hl._after(table, idx, moment)  # pylint: disable=protected-access
+            assert want.intersection(idx) <= set(got) <= set(idx), (moment, idx, got)
+    # the usual case, all older: nothing; a cell parsed one by one (a number, None): all of them
+    assert hl._after(table, [0, 2], 1700000000000001) == []  # pylint: disable=protected-access
+    table.realtime[1] = None
+    assert hl._after(table, [0, 1], 10 ** 18) == [0, 1]  # pylint: disable=protected-access
+
+
 def test_stale_counts_by_service_leave_the_other_sessions_out(bed):
     """The stale finding's counts by service (the pile's total minus the
     other sessions', when the stale files are the bigger part) hold only
