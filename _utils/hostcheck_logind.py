@@ -940,8 +940,9 @@ def parse_sessions(raws, state=None):
     return parse_into(Sessions(memo), [name for name, _ in raws], [raw for _, raw in raws], state).records()
 
 
-#: a session scope's name in a slice's listing (names joined by "/")
-_SCOPE_NAME = re.compile(r"(?<=/)session-([^/]+)\.scope(?=/)")
+#: a session scope's name in a slice's listing (names joined by "/"; a
+#: session id is letters and digits, systemd's ``session_id_valid``)
+_SCOPE_NAME = re.compile(r"/session-([^/.]+" + ("+" if sys.version_info >= (3, 11) else "") + r")\.scope(?=/)")
 
 
 def _scopes(base):
