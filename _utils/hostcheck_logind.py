@@ -942,7 +942,7 @@ def parse_sessions(raws, state=None):
 
 #: a session scope's name in a slice's listing (names joined by "/"; a
 #: session id is letters and digits, systemd's ``session_id_valid``)
-_SCOPE_NAME = re.compile(r"/session-([^/.]+" + ("+" if sys.version_info >= (3, 11) else "") + r")\.scope(?=/)")
+_SCOPE_NAME = re.compile(r"/session-([^/.]+" + _PLUS.decode() + r")\.scope(?=/)")
 
 
 def _scopes(base):
