@@ -696,6 +696,11 @@ class Sessions:
         """The values of column ``name`` (of the sessions ``idx``, else all)."""
         column = getattr(self, name)
         stored = column if idx is None else list(map(column.__getitem__, idx))
+        if name in NUMBERS:
+            try:  # digits as written, or numbers: int() of each at C level
+                return list(map(int, stored))
+            except TypeError:  # a None (a file without the line)
+                pass
         conv = {v: self.value(name, v) for v in set(stored) if type(v) is bytes}
         return [conv[v] if type(v) is bytes else v for v in stored] if conv else list(stored)
 
@@ -881,7 +886,7 @@ def _bulk_rows(raws, layouts):
     layout fits. ``None`` when they cannot be joined: a file holds a NUL
     (each match starts at a NUL and takes none after it, so there is then
     one row more than files)."""
-    rows = union_pattern(tuple(layouts))[0](b"\0" + b"\0".join(raws))
+    rows = union_pattern(tuple(layouts))[0](b"\0".join([b"", *raws]))  # no copy of the joined bytes
     return rows if len(rows) == len(raws) else None
 
 
@@ -1304,12 +1309,37 @@ def alive_leaders(table, leaders, idx=None, hits=None):
         return []
     if hits is None:
         hits = table.matching("leader", leaders, idx)
-    out = []
-    for i, pid, rt in zip(hits, table.values("leader", hits), table.values("realtime", hits)):
-        started = leaders[pid]
-        if pid and (started is None or rt is None or started <= rt / 1e6 + START_SLACK):
-            out.append(i)
-    return out
+    pids, times = table.values("leader", hits), table.values("realtime", hits)
+    first = {pid: _first_alive(leaders[pid]) for pid in set(pids)}
+    if None in first.values() or None in times or 0 in first:  # leader_state() one by one
+        return [i for i, pid, rt in zip(hits, pids, times)
+                if leader_state({"leader": pid, "realtime": rt}, leaders) == "alive"]
+    return list(itertools.compress(hits, map(operator.le, map(first.__getitem__, pids), times)))
+
+
+def _first_alive(started, steps=64):
+    """The least ``REALTIME`` (an integer, µs) of a session whose leader,
+    started at ``started``, is not a reused PID (:func:`leader_state`:
+    ``started <= realtime / 1e6 + START_SLACK``, which grows with
+    ``realtime``): found from the real-number answer, then moved by the
+    float arithmetic's own verdict; ``-inf`` when the start is unknown,
+    ``None`` when it cannot be found in ``steps``."""
+    if started is None:
+        return -math.inf
+    if not math.isfinite(started) or abs(started) > 1e12:
+        return None
+    try:
+        guess = math.ceil((started - START_SLACK) * 1e6)
+        for _ in range(steps):
+            if started > guess / 1e6 + START_SLACK:
+                guess += 1
+            elif started <= (guess - 1) / 1e6 + START_SLACK:
+                guess -= 1
+            else:
+                return guess
+    except (OverflowError, ValueError):
+        pass
+    return None
 
 
 def _after(table, idx, moment):

@@ -379,6 +379,32 @@ def test_after_finds_every_time_after_the_moment_compared_as_bytes():
     assert hl._after(table, [0, 1], 10 ** 18) == [0, 1]  # pylint: disable=protected-access
 
 
+def test_alive_leaders_agree_with_leader_state_at_the_boundary():
+    """The bulk test (a least REALTIME per leader, compared at C level)
+    gives what leader_state() gives one by one, also within a microsecond
+    of the boundary, for starts unknown, whole, fractional and huge."""
+    starts = [None, 1700000000.0, 1700000000.123456, 1700000000.9999999, 1e-7, 0.0, 1795842801.578495]
+    leaders = {100 + k: started for k, started in enumerate(starts)}
+    pids, times = [], []
+    for pid, started in leaders.items():
+        base = int(((started or 0.0) - hl.START_SLACK) * 1e6)
+        for rt in list(range(base - 3, base + 4)) + [0, 1, 10 ** 17]:
+            pids.append(pid)
+            times.append(rt)
+    n = len(pids)
+    for stored in (lambda v: v, lambda v: b"%d" % v):  # parsed one by one (ints), in bulk (digits)
+        table = hl.Sessions()
+        table.add([str(i) for i in range(n)], [[b"0"] * n, [b"u"] * n, [b"closing"] * n, [b"tty"] * n, [b"su"] * n,
+                                               [stored(p) for p in pids], [stored(t) for t in times]])
+        want = [i for i in range(n) if hl.leader_state({"leader": pids[i], "realtime": times[i]}, leaders) == "alive"]
+        assert hl.alive_leaders(table, leaders) == want
+        assert 0 < len(want) < n
+    # a file without REALTIME, or a start no integer fits: one by one, same answer
+    table.realtime[0] = None
+    assert hl.alive_leaders(table, leaders)[:1] == [0]
+    assert hl._first_alive(float("nan")) is None  # pylint: disable=protected-access
+
+
 def test_stale_counts_by_service_leave_the_other_sessions_out(bed):
     """The stale finding's counts by service (the pile's total minus the
     other sessions', when the stale files are the bigger part) hold only
