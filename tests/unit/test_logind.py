@@ -4,7 +4,9 @@ files of systemd 219 and 252, PID reuse, FIFOs, C-escaped values, unreadable
 files, 10,000 files, the cron PAM stacks of RHEL and Debian, the purity of
 analyse and plan, and the remedy through hostcheck_check.run_remedy with
 hostcheck_service and hostcheck_reaper replaced by fakes."""
+import collections
 import os
+import random
 import signal
 import time
 
@@ -377,6 +379,26 @@ def test_after_finds_every_time_after_the_moment_compared_as_bytes():
     assert hl._after(table, [0, 2], 1700000000000001) == []  # pylint: disable=protected-access
     table.realtime[1] = None
     assert hl._after(table, [0, 1], 10 ** 18) == [0, 1]  # pylint: disable=protected-access
+
+
+def test_tally_counts_like_a_counter_whatever_the_sample_sees():
+    """tally() counts in the joined cells the values a sample saw; a value
+    the sample missed, an empty value or a cell parsed one by one sends it
+    to a Counter: the answer is a Counter's either way."""
+    rng = random.Random(7)
+    values = [b"closing", b"active", b"online", b"su\\x2dl", b"closing2", b"c", b"", b"losing"]
+    for n in (0, 1, 64, 65, 200, 1000):
+        for kinds in (1, 2, 3, len(values)):
+            cells = [rng.choice(values[:kinds]) for _ in range(n)]
+            assert hl.tally(cells) == collections.Counter(cells), (n, kinds)
+            if n > 64:
+                cells[rng.randrange(n)] = b"rare"  # most likely outside the sample
+                assert hl.tally(cells) == collections.Counter(cells)
+                cells[rng.randrange(n)] = None
+                assert hl.tally(cells) == collections.Counter(cells)
+    # a prefix or suffix of another value is not counted as it
+    cells = [b"closing"] * 100 + [b"losing"] * 50 + [b"closin"] * 25
+    assert hl.tally(cells) == {b"closing": 100, b"losing": 50, b"closin": 25}
 
 
 def test_alive_leaders_agree_with_leader_state_at_the_boundary():
