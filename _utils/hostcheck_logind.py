@@ -863,16 +863,28 @@ _EXACT_VALUE = {k: (rb"=(0|[1-9]\d*" if k in _NUMBER_KEYS else rb"=([^\n]*") + _
 _BULK_VALUE = {k: (rb"=([1-9][^\n]*" + _PLUS + rb"|0)\n" if k in _NUMBER_KEYS else _EXACT_VALUE[k]) for k in _WANTED}
 
 
+def _other_key(key):
+    """The shortest start of the line ``key=...`` (``key`` not a
+    :data:`_WANTED` one) that no wanted line can start with: ``b"REM"`` for
+    ``REMOTE`` (``REALTIME=`` starts with ``RE``), ``b"A"`` for ``ACTIVE``."""
+    line = key + b"="
+    wanted = [k + b"=" for k in _WANTED]
+    return next(line[:n] for n in range(1, len(line) + 1) if not any(w.startswith(line[:n]) for w in wanted))
+
+
 @functools.lru_cache(maxsize=16)
 def union_pattern(layouts):
     """``(bulk, fullmatch)`` for the learned ``layouts`` (key tuples) at once:
     the comment line, the :data:`_WANTED` lines in systemd's order (groups,
     :data:`COLUMNS`), and between two of them one of the runs of other lines
-    the layouts have there (the longest first, taken for good: only one can
-    be followed by the next wanted line). A file it matches has each wanted
-    key exactly once (the runs hold only other keys), so its groups are what
-    :func:`parse_session` finds (``bulk``'s numbers: once :func:`_digits`
-    says they are). ``bulk`` finds, in ``b"\\0"`` + the files
+    the layouts have there (the longest first, taken for good: a wrong
+    choice only sends the file to the slower parse). An other line is
+    matched by the start of its key (:func:`_other_key`: no wanted line can
+    start so; the rest of a line is scanned by ``re``'s tight loop, each
+    literal character costs a step). A file it matches has each wanted
+    key exactly once (on its own line; every other line is one no wanted
+    line can be), so its groups are what :func:`parse_session` finds
+    (``bulk``'s numbers: once :func:`_digits` says they are). ``bulk`` finds, in ``b"\\0"`` + the files
     joined by ``b"\\0"``, one row of groups per file, in order: empty for a
     file no layout fits (the last alternative takes it whole)."""
     gaps = [[] for _ in range(len(_WANTED) + 1)]
@@ -884,7 +896,7 @@ def union_pattern(layouts):
                 gaps[gap].append(run)
 
     def lines(run):
-        return b"".join(re.escape(k) + rb"=[^\n]*" + _PLUS + rb"\n" for k in run)
+        return b"".join(re.escape(_other_key(k)) + rb"[^\n]*" + _PLUS + rb"\n" for k in run)
 
     def one_of(runs):
         if len(runs) == 1:

@@ -275,11 +275,27 @@ def test_the_fast_parser_gives_what_the_general_one_gives():
         ("d1", session_252("d1") .encode() + b"STATE=online\n"),  # a repeated key: the last one wins
         ("t1", session_219("t1").encode() + b"EXTRA=1\n"),  # an unknown trailing key
         ("z1", session_252("z1").replace("REMOTE=0", "REMOTE=a\0b").encode()),  # a NUL: no bulk pass
+        # other lines are matched by the start of their key: a wanted key in their place is not one of them
+        ("r1", session_252("r1").replace("REMOTE=0", "REALTIME=7").encode()),
+        ("r2", session_219("r2").replace("ACTIVE=1", "STATE=online").encode()),
+        ("r3", session_252("r3").replace("POSITION=0", "LEADER=9").encode()),
+        ("r4", session_219("r4").replace("KILL_PROCESSES=0", "USER=mallory").encode()),
+        ("r5", session_219("r5").replace("SCOPE=session-r5.scope", "STATE=online").encode()),
+        ("r6", session_252("r6").replace("SCOPE=session-r6.scope", "STATE=online").encode()),
+        # ... while an unknown key, or no key at all, starting like the learned one is (both parsers skip it)
+        ("k1", session_252("k1").replace("REMOTE=0", "REMOTELY=1").encode()),
+        ("k2", session_219("k2").replace("ACTIVE=1", "A line without an equals sign").encode()),
     ]
     expected = {name: hl.parse_session(name, raw) for name, raw in raws}
     assert {r["id"]: r for r in hl.parse_sessions(raws)} == expected
     assert expected["e1"]["service"] == "cron-job" and expected["e1"]["user"] == "quoted user"
     assert expected["n1"]["service"] is None and expected["d1"]["state"] == "online"
+    assert (expected["r1"]["realtime"], expected["r2"]["state"], expected["r3"]["leader"], expected["r4"]["user"]) == (
+        REALTIME, "closing", 53, "mallory")  # the last line of a key wins
+    assert expected["r5"]["state"] == expected["r6"]["state"] == "online"
+    for odd in ("r1", "r2", "r3", "r4", "r5", "r6", "k1", "k2"):  # alone among files that all fit
+        batch = raws[:10] + raws[40:50] + [r for r in raws if r[0] == odd]
+        assert {r["id"]: r for r in hl.parse_sessions(batch)} == {name: expected[name] for name, _ in batch}
     # an odd number in a batch whose other files all fit a layout: found by the check of the whole column
     for odd in ("u1", "u2"):
         batch = raws[:10] + [r for r in raws if r[0] == odd]
