@@ -857,10 +857,13 @@ _PLUS = b"+" if sys.version_info >= (3, 11) else b""
 #: leading zero (their digits then tell them apart, unconverted:
 #: :meth:`Sessions.matching`). In the bulk pattern a number's first
 #: character is checked, the rest is taken as any value (cheaper to scan)
-#: and checked after, a column at a time (:func:`_digits`).
+#: and checked after, a column at a time (:func:`_digits`). At most 19
+#: digits (2**63 has 19; a REALTIME in µs has 16): a longer number goes to
+#: :func:`parse_session`, whose ``int()`` may refuse it (Python's limit on
+#: the digits of a conversion) without stopping the check.
 _NUMBER_KEYS = (b"UID", b"LEADER", b"REALTIME")
-_EXACT_VALUE = {k: (rb"=(0|[1-9]\d*" if k in _NUMBER_KEYS else rb"=([^\n]*") + _PLUS + rb")\n" for k in _WANTED}
-_BULK_VALUE = {k: (rb"=([1-9][^\n]*" + _PLUS + rb"|0)\n" if k in _NUMBER_KEYS else _EXACT_VALUE[k]) for k in _WANTED}
+_EXACT_VALUE = {k: (rb"=(0|[1-9]\d{0,18}" if k in _NUMBER_KEYS else rb"=([^\n]*") + _PLUS + rb")\n" for k in _WANTED}
+_BULK_VALUE = {k: (rb"=([1-9][^\n]{0,18}" + _PLUS + rb"|0)\n" if k in _NUMBER_KEYS else _EXACT_VALUE[k]) for k in _WANTED}
 
 
 def _other_key(key):

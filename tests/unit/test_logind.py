@@ -272,6 +272,8 @@ def test_the_fast_parser_gives_what_the_general_one_gives():
         ("u2", session_252("u2").replace("LEADER=53", "LEADER=5x").encode()),  # not a number
         ("v1", session_219("v1").replace("UID=0\n", "UID=065534\n").encode()),  # a leading zero
         ("w1", session_252("w1", uid=0).encode()),  # root
+        ("l1", session_252("l1", leader="1" * 5000).encode()),  # more digits than int() converts: None
+        ("l2", session_219("l2", realtime=10 ** 19).encode()),  # 20 digits: the general parser
         ("d1", session_252("d1") .encode() + b"STATE=online\n"),  # a repeated key: the last one wins
         ("t1", session_219("t1").encode() + b"EXTRA=1\n"),  # an unknown trailing key
         ("z1", session_252("z1").replace("REMOTE=0", "REMOTE=a\0b").encode()),  # a NUL: no bulk pass
@@ -297,7 +299,8 @@ def test_the_fast_parser_gives_what_the_general_one_gives():
         batch = raws[:10] + raws[40:50] + [r for r in raws if r[0] == odd]
         assert {r["id"]: r for r in hl.parse_sessions(batch)} == {name: expected[name] for name, _ in batch}
     # an odd number in a batch whose other files all fit a layout: found by the check of the whole column
-    for odd in ("u1", "u2"):
+    assert (expected["l1"]["leader"], expected["l2"]["realtime"]) == (None, 10 ** 19)
+    for odd in ("u1", "u2", "l1", "l2"):
         batch = raws[:10] + [r for r in raws if r[0] == odd]
         assert {r["id"]: r for r in hl.parse_sessions(batch)} == {name: expected[name] for name, _ in batch}
     assert (expected["u1"]["leader"], expected["u2"]["leader"], expected["v1"]["uid"], expected["w1"]["uid"]) == (
