@@ -788,31 +788,21 @@ def read_sessions(dir_fd, names):
     return table, odd
 
 
-def _read_files(names, dir_fd, flags=os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY):
+#: session files held open at once (read in one C-level pass, then their
+#: descriptors closed together): far below any soft limit of open files
+OPEN_AT_ONCE = 128
+_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def _read_files(names, dir_fd):
     """``(names, raws, odd)``: the names read and their bytes (each file,
     relative to ``dir_fd``, opened non-blocking, without following a
     symlink, read once, bounded), and ``[[name, why]]`` of the files that
     could not be read. A file that vanished meanwhile (logind removed it)
-    is in neither."""
+    is in neither. :data:`OPEN_AT_ONCE` files at a time (:func:`_read_window`)."""
     raws, failed = [], []
-    _open, _read, _close, append = os.open, os.read, os.close, raws.append
-    for name in names:
-        try:
-            fd = _open(name, flags, dir_fd=dir_fd)
-        except OSError as exc:
-            failed.append((name, exc))
-            continue
-        try:
-            raw = _read(fd, FILE_LIMIT)
-        except OSError as exc:  # EISDIR, or EAGAIN from a FIFO put there since it was listed
-            failed.append((name, exc))
-        else:
-            if raw or _regular_fd(fd):  # empty: a FIFO or a device put there since it was listed?
-                append(raw)
-            else:
-                failed.append((name, None))
-        finally:
-            _close(fd)
+    for start in range(0, len(names), OPEN_AT_ONCE):
+        _read_window(names[start:start + OPEN_AT_ONCE], dir_fd, raws, failed)
     odd = []
     if failed:
         odd = [[name, _unreadable(exc)] for name, exc in failed if not isinstance(exc, FileNotFoundError)]
@@ -825,6 +815,83 @@ def _read_files(names, dir_fd, flags=os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
         small = list(map(operator.not_, big))
         names, raws = list(itertools.compress(names, small)), list(itertools.compress(raws, small))
     return names, raws, odd
+
+
+def _read_window(names, dir_fd, raws, failed, flags=_FLAGS):
+    """Open the files ``names`` (relative to ``dir_fd``), read them, close
+    them; their bytes appended to ``raws``, ``(name, exception)`` to
+    ``failed`` (``None`` for one that is not a regular file). The reads are
+    one C-level pass; when one fails (a directory or a FIFO put there since
+    the listing) they are all done again one by one (:func:`_read_each`)."""
+    fds, _open = [], os.open
+    try:
+        for name in names:
+            try:
+                fds.append(_open(name, flags, dir_fd=dir_fd))
+            except OSError as exc:
+                failed.append((name, exc))
+        opened = names
+        if len(fds) < len(names):
+            lost = {name for name, _ in failed}
+            opened = [name for name in names if name not in lost]
+        try:
+            got = list(map(os.read, fds, itertools.repeat(FILE_LIMIT, len(fds))))
+        except OSError:
+            got = None
+        if got is None or not all(got):  # an empty one: a FIFO or a device put there since it was listed?
+            got = _read_each(opened, fds, failed)
+        raws += got
+    finally:
+        _close_all(fds)
+
+
+def _read_each(names, fds, failed):
+    """The bytes of the open files ``fds`` (named ``names``), each read
+    from its start; ``(name, exception)`` added to ``failed`` for those
+    that cannot be read or are not regular files (empty, not regular: a
+    FIFO or a device), which are then left out."""
+    out = []
+    for name, fd in zip(names, fds):
+        try:
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+            except OSError:  # a FIFO: nothing to rewind
+                pass
+            raw = os.read(fd, FILE_LIMIT)
+        except OSError as exc:  # EISDIR, or EAGAIN from a FIFO put there since it was listed
+            failed.append((name, exc))
+            continue
+        if raw or _regular_fd(fd):
+            out.append(raw)
+        else:
+            failed.append((name, None))
+    return out
+
+
+def _close_all(fds):
+    """Close the descriptors ``fds`` (all open, so all distinct): each run
+    of consecutive numbers among them in one call (no number in such a run
+    is another's), the others one by one."""
+    if not fds:
+        return
+    fds = sorted(fds)
+    low, high = fds[0], fds[-1]
+    if high - low + 1 == len(fds):  # the usual case: the lowest free numbers were taken, one run
+        os.closerange(low, high + 1)
+        return
+    # where a run ends: the next number is not one more
+    nexts = map(operator.add, fds, itertools.repeat(1))
+    ends = list(itertools.compress(range(len(fds)), map(operator.ne, fds[1:], nexts)))
+    start = 0
+    for end in ends + [len(fds) - 1]:
+        if end > start:
+            os.closerange(fds[start], fds[end] + 1)
+        else:
+            try:
+                os.close(fds[start])
+            except OSError:
+                pass
+        start = end + 1
 
 
 def _unreadable(exc):
@@ -1425,7 +1492,8 @@ def _verdicts(facts):
     table, leaders, now = facts.table, facts.leaders, facts.now
     hits, live = led(facts)
     done = set(live)
-    leftovers = sorted(i for i, pids in table.procs.items() if pids and i not in done)
+    procs = table.procs
+    leftovers = sorted(set(itertools.compress(procs.keys(), procs.values())).difference(done))  # a scope's PIDs left
     done.update(leftovers)
     rest = _all_but(len(table.ids), done)
     out = {"live": live, "leftovers": leftovers, "stale": rest, "young": [], "unknown": []}
@@ -1480,13 +1548,16 @@ def _user_of(user, uid, facts):
 def _leftover_findings(facts, kept):
     """The ``closing-leftovers`` findings of the sessions ``kept`` (indices)."""
     table, now = facts.table, facts.now
-    groups = {}
-    for i, service in zip(kept, table.values("service", kept)):
-        groups.setdefault(service or "(none)", []).append(i)
+    services, groups = table.values("service", kept), {}
+    if len(set(services)) == 1:  # the usual case: one service leaves them behind
+        groups[services[0] or "(none)"] = list(kept)
+    else:
+        for i, service in zip(kept, services):
+            groups.setdefault(service or "(none)", []).append(i)
     out = []
     for service, members in sorted(groups.items()):
-        pids = sorted(p for i in members for p in table.procs[i])
-        programs = _count(facts.procs[p]["program"] for p in pids)
+        pids = sorted(itertools.chain.from_iterable(map(table.procs.__getitem__, members)))
+        programs = _count(map(operator.itemgetter("program"), map(facts.procs.__getitem__, pids)))
         pairs = set(zip(map(table.user.__getitem__, members), map(table.uid.__getitem__, members)))
         users = sorted({u for u in (_user_of(table.value("user", user), table.value("uid", uid), facts)
                                     for user, uid in pairs) if u})
@@ -1499,7 +1570,7 @@ def _leftover_findings(facts, kept):
             "" if len(pids) == 1 else "es", _top(programs))
         out.append(hostcheck_check.finding(
             NAME, "closing-leftovers", "warning", summary, pids, service=service, sessions=len(members),
-            session_ids=sorted(map(table.ids.__getitem__, members))[:50], users=users, programs=programs,
+            session_ids=first_ids(table, members), users=users, programs=programs,
             oldest_age=int(oldest) if oldest is not None else None))
     return out
 
@@ -1533,6 +1604,14 @@ def _counts_of(table, name, idx, total=None, others=None):
     return table.counts(name, idx)
 
 
+def first_ids(table, idx, n=50):
+    """The ``n`` first ids (in sorted order) of the sessions ``idx`` of
+    ``table``. Sorted whole: they come in the listing's order, on a tmpfs the
+    newest first, and session ids grow, so the sort finds one run (a heap
+    of ``n`` would replace its top at every id)."""
+    return sorted(map(table.ids.__getitem__, idx))[:n]
+
+
 def _stale_finding(facts, stale, lost, lost_uids, hits, services=None, others=None):
     """The ``stale-session-files`` finding of the sessions ``stale``
     (indices; ``lost``: those of users logind does not track; ``hits``: the
@@ -1556,11 +1635,9 @@ def _stale_finding(facts, stale, lost, lost_uids, hits, services=None, others=No
         text += ("; {} belong to users logind does not track (UID {}): it never loads them and a restart does "
                  "not remove them: delete them by hand").format(
             len(lost), ", ".join(sorted({str(uid) for uid in lost_uids})))
-    ids = table.ids.__getitem__
     return hostcheck_check.finding(
         NAME, "stale-session-files", "warning", text, stale=len(stale), orphaned=len(lost), reasons=why,
-        by_service=by_service, session_ids=sorted(map(ids, stale))[:50],
-        orphaned_ids=sorted(map(ids, lost))[:50] if lost else [])
+        by_service=by_service, session_ids=first_ids(table, stale), orphaned_ids=first_ids(table, lost))
 
 
 def _rss_finding(facts, opts):
@@ -1671,11 +1748,11 @@ def analyse(facts, opts):
         "closing": len(classes["leftovers"]) if facts.parsed else None,
         "stale": len(classes["stale"]) if facts.parsed else facts.scopes_missing,
         "orphaned": len(lost) if facts.parsed else None,
-        "leftovers": sum(len(table.procs[i]) for i in classes["leftovers"]) if facts.parsed else None,
+        "leftovers": sum(map(len, map(table.procs.__getitem__, classes["leftovers"]))) if facts.parsed else None,
         "rss_mb": round(rss / 1024.0, 1) if rss is not None else None,
         "by_state": by_state, "by_service": by_service,
-        "graphical": sorted(i for i, kind in zip(map(table.ids.__getitem__, classes["live"]),
-                                                   table.values("type", classes["live"])) if (kind or "") in GRAPHICAL),
+        "graphical": sorted(itertools.compress(map(table.ids.__getitem__, classes["live"]),
+                                               map(frozenset(GRAPHICAL).__contains__, table.values("type", classes["live"])))),
     }
     return hostcheck_check.Diagnosis(NAME, hostcheck_check.by_severity(findings), _notes(facts, classes), details,
                                      facts)

@@ -503,6 +503,68 @@ def test_fifos_are_never_opened(bed, no_hang, monkeypatch):
         assert any("55 (not a regular file" in n for n in d.notes)
 
 
+def _open_fds():
+    return set(map(int, os.listdir("/proc/self/fd")))
+
+
+def test_files_read_a_window_at_a_time_whatever_replaces_them_after_the_listing(tmp_path):
+    """Files read in windows of OPEN_AT_ONCE: a directory, a FIFO, an empty
+    file and a vanished name among them (put there after the listing) send
+    their window to one-by-one reads from each file's start; the others'
+    bytes line up with their names, and no descriptor is left open."""
+    names = ["s{:03d}".format(i) for i in range(hl.OPEN_AT_ONCE * 2 + 7)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"UID=0\nLEADER=" + name.encode() + b"\n")
+    odd_at = {3: "dir", hl.OPEN_AT_ONCE + 5: "fifo", hl.OPEN_AT_ONCE + 9: "empty", 2 * hl.OPEN_AT_ONCE + 1: "gone"}
+    for i, kind in odd_at.items():
+        path = tmp_path / names[i]
+        path.unlink()
+        if kind == "dir":
+            path.mkdir()
+        elif kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "empty":
+            path.write_bytes(b"")
+    before = _open_fds()
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        got, raws, odd = hl._read_files(names, fd)
+    finally:
+        os.close(fd)
+    assert _open_fds() == before
+    gone = {names[i] for i, kind in odd_at.items() if kind in ("dir", "fifo", "gone")}
+    assert got == [n for n in names if n not in gone]
+    assert raws == [b"" if n == names[hl.OPEN_AT_ONCE + 9] else b"UID=0\nLEADER=" + n.encode() + b"\n" for n in got]
+    why = dict(odd)
+    assert sorted(why) == sorted([names[3], names[hl.OPEN_AT_ONCE + 5]])
+    assert why[names[3]].startswith("unreadable") and why[names[hl.OPEN_AT_ONCE + 5]].startswith("not a regular")
+
+
+def test_descriptors_are_closed_together_only_when_nothing_else_is_between(monkeypatch):
+    calls, real = [], os.closerange
+    monkeypatch.setattr(os, "closerange", lambda low, high: calls.append((low, high)) or real(low, high))
+    base = next(n for n in range(600, 1000, 8) if not _open_fds() & set(range(n, n + 6)))
+    src = os.open(os.devnull, os.O_RDONLY)
+    try:
+        fds = [os.dup2(src, base + i) for i in range(6)]
+        # base + 2 and base + 4 are another's: a run closed at once, the lone ones one by one
+        hl._close_all([base + 5, base + 3, base + 1, base])
+        assert calls == [(base, base + 2)] and {base + 2, base + 4} <= _open_fds()
+        assert not {base, base + 1, base + 3, base + 5} & _open_fds()
+        for i in (0, 1, 3, 5):
+            os.dup2(src, base + i)
+        hl._close_all([base + 1, base, base + 3, base + 2])  # every number from base to base + 3: at once
+        assert calls[1:] == [(base, base + 4)] and not set(range(base, base + 4)) & _open_fds()
+        assert {base + 4, base + 5} <= _open_fds()  # the next ones are not in the range
+    finally:
+        for fd in [src] + list(range(base, base + 6)):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    assert fds == list(range(base, base + 6))
+
+
 def test_unreadable_and_oversized_files_are_noted_not_fatal(bed, monkeypatch):
     bed.closing("c1", 500)
     bed.stale("1001")
