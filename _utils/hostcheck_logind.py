@@ -936,7 +936,9 @@ _BULK_VALUE = {k: (rb"=([1-9][^\n]{0,18}" + _PLUS + rb"|0)\n" if k in _NUMBER_KE
 def _other_key(key):
     """The shortest start of the line ``key=...`` (``key`` not a
     :data:`_WANTED` one) that no wanted line can start with: ``b"REM"`` for
-    ``REMOTE`` (``REALTIME=`` starts with ``RE``), ``b"A"`` for ``ACTIVE``."""
+    ``REMOTE`` (``REALTIME=`` starts with ``RE``), ``b"A"`` for ``ACTIVE``.
+    None is a longer one's start (that one's would then be as short), so
+    at most one of those a trie's branches start with fits a line."""
     line = key + b"="
     wanted = [k + b"=" for k in _WANTED]
     return next(line[:n] for n in range(1, len(line) + 1) if not any(w.startswith(line[:n]) for w in wanted))
@@ -947,8 +949,9 @@ def union_pattern(layouts):
     """``(bulk, fullmatch)`` for the learned ``layouts`` (key tuples) at once:
     the comment line, the :data:`_WANTED` lines in systemd's order (groups,
     :data:`COLUMNS`), and between two of them one of the runs of other lines
-    the layouts have there (the longest first, taken for good: a wrong
-    choice only sends the file to the slower parse). An other line is
+    the layouts have there, as a trie (the runs' lines one at a time, a run
+    that goes on before one that ends there: no line matched twice; taken
+    for good: a wrong choice only sends the file to the slower parse). An other line is
     matched by the start of its key (:func:`_other_key`: no wanted line can
     start so; the rest of a line is scanned by ``re``'s tight loop, each
     literal character costs a step). A file it matches has each wanted
@@ -965,13 +968,19 @@ def union_pattern(layouts):
             if run not in gaps[gap]:
                 gaps[gap].append(run)
 
-    def lines(run):
-        return b"".join(re.escape(_other_key(k)) + rb"[^\n]*" + _PLUS + rb"\n" for k in run)
-
     def one_of(runs):
-        if len(runs) == 1:
-            return lines(runs[0])
-        return (b"(?>" if _PLUS else b"(?:") + b"|".join(map(lines, sorted(runs, key=len, reverse=True))) + b")"
+        # a trie: the line each run goes on with (no two runs' starts alike), then no line
+        heads, ends = {}, False
+        for run in runs:
+            if run:
+                heads.setdefault(_other_key(run[0]), []).append(run[1:])
+            else:
+                ends = True
+        branches = [re.escape(head) + rb"[^\n]*" + _PLUS + rb"\n" + one_of(rests)
+                    for head, rests in sorted(heads.items())]
+        if len(branches) + ends == 1:
+            return branches[0] if branches else b""
+        return (b"(?>" if _PLUS else b"(?:") + b"|".join(branches + [b""] * ends) + b")"
 
     def body(values):
         return rb"#[^\n]*" + _PLUS + rb"\n" + one_of(gaps[0]) + b"".join(
