@@ -957,9 +957,13 @@ def union_pattern(layouts):
     literal character costs a step). A file it matches has each wanted
     key exactly once (on its own line; every other line is one no wanted
     line can be), so its groups are what :func:`parse_session` finds
-    (``bulk``'s numbers: once :func:`_digits` says they are). ``bulk`` finds, in ``b"\\0"`` + the files
-    joined by ``b"\\0"``, one row of groups per file, in order: empty for a
-    file no layout fits (the last alternative takes it whole)."""
+    (``bulk``'s numbers: once :func:`_digits` says they are). ``bulk`` finds,
+    in the files each followed by ``b"\\n\\0"`` (:func:`_bulk_rows`), one
+    row of groups per file, in order: empty for a file no layout fits (the
+    last alternative takes it whole). Each match ends with the NUL after a
+    file, the next starts right after it (no search, no look-ahead); no
+    match of the first alternative goes past that NUL (a line of it ends at
+    the newline before), so a NUL in a file can only add rows."""
     gaps = [[] for _ in range(len(_WANTED) + 1)]
     for keys in layouts:
         at = [-1] + [keys.index(k) for k in _WANTED] + [len(keys)]
@@ -986,7 +990,7 @@ def union_pattern(layouts):
         return rb"#[^\n]*" + _PLUS + rb"\n" + one_of(gaps[0]) + b"".join(
             re.escape(k) + values[k] + one_of(gaps[i + 1]) for i, k in enumerate(_WANTED))
 
-    return (re.compile(rb"\0(?:" + body(_BULK_VALUE) + rb"(?=\0|\Z)|[^\0]*" + _PLUS + b")").findall,
+    return (re.compile(rb"(?:" + body(_BULK_VALUE) + rb"\n\0|[^\0]*" + _PLUS + rb"\0)").findall,
             re.compile(body(_EXACT_VALUE)).fullmatch)
 
 
@@ -1002,9 +1006,11 @@ def _bulk_rows(raws, layouts):
     """One row of :data:`COLUMNS` (bytes) per file of ``raws``, from one
     pass of :func:`union_pattern` over them all; an empty row for a file no
     layout fits. ``None`` when they cannot be joined: a file holds a NUL
-    (each match starts at a NUL and takes none after it, so there is then
-    one row more than files)."""
-    rows = union_pattern(tuple(layouts))[0](b"\0".join([b"", *raws]))  # no copy of the joined bytes
+    (there are then more rows than files). Each file is followed by
+    ``b"\\n\\0"``: a newline (a last line without one is the same line to
+    :func:`parse_session`; with one, an empty line the pattern expects),
+    then the NUL no match crosses."""
+    rows = union_pattern(tuple(layouts))[0](b"\n\0".join([*raws, b""]))
     return rows if len(rows) == len(raws) else None
 
 

@@ -298,6 +298,12 @@ def test_the_fast_parser_gives_what_the_general_one_gives():
     for odd in ("r1", "r2", "r3", "r4", "r5", "r6", "k1", "k2"):  # alone among files that all fit
         batch = raws[:10] + raws[40:50] + [r for r in raws if r[0] == odd]
         assert {r["id"]: r for r in hl.parse_sessions(batch)} == {name: expected[name] for name, _ in batch}
+    # a file without its last newline before one that fits, a NUL in another: every row stays its file's
+    for batch in ([("a1", b"#x"), raws[0], ("z2", b"junk\0junk\n"), raws[40]],
+                  [raws[1], ("a2", session_219("a2").encode().rstrip(b"\n")), raws[41], ("z3", b"\0")]):
+        want = {name: hl.parse_session(name, raw) for name, raw in batch}
+        assert {r["id"]: r for r in hl.parse_sessions(batch)} == want
+    assert hl.parse_session("a2", session_219("a2").encode().rstrip(b"\n"))["realtime"] == REALTIME
     # an odd number in a batch whose other files all fit a layout: found by the check of the whole column
     assert (expected["l1"]["leader"], expected["l2"]["realtime"]) == (None, 10 ** 19)
     for odd in ("u1", "u2", "l1", "l2"):
