@@ -306,9 +306,16 @@ def test_the_fast_parser_gives_what_the_general_one_gives():
     assert hl.parse_session("a2", session_219("a2").encode().rstrip(b"\n"))["realtime"] == REALTIME
     # an odd number in a batch whose other files all fit a layout: found by the check of the whole column
     assert (expected["l1"]["leader"], expected["l2"]["realtime"]) == (None, 10 ** 19)
-    for odd in ("u1", "u2", "l1", "l2"):
-        batch = raws[:10] + [r for r in raws if r[0] == odd]
-        assert {r["id"]: r for r in hl.parse_sessions(batch)} == {name: expected[name] for name, _ in batch}
+    extra = [("v2", session_252("v2", leader=0).encode()), ("v3", session_252("v3", leader="00").encode()),
+             ("v4", session_219("v4", leader=100).encode()), ("v5", session_219("v5", leader="0100").encode())]
+    known = dict(expected, **{name: hl.parse_session(name, raw) for name, raw in extra})
+    assert [known[n]["leader"] for n in ("v2", "v3", "v4", "v5")] == [0, 0, 100, 100]
+    for odd in ("u1", "u2", "l1", "l2", "v1", "x1", "v2", "v3", "v4", "v5"):
+        batch = raws[:10] + [r for r in raws + extra if r[0] == odd]
+        assert {r["id"]: r for r in hl.parse_sessions(batch)} == {name: known[name] for name, _ in batch}
+        table = hl.parse_into(hl.Sessions(), [name for name, _ in batch], [raw for _, raw in batch])
+        if known[odd]["leader"] is not None:  # its leader PID found by the digits as stored (none with a 0 first)
+            assert table.ids.index(odd) in table.matching("leader", [known[odd]["leader"]])
     assert (expected["u1"]["leader"], expected["u2"]["leader"], expected["v1"]["uid"], expected["w1"]["uid"]) == (
         53, None, 65534, 0)
     # in batches, with the layouts learned once
