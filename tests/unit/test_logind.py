@@ -442,6 +442,8 @@ def test_tally_counts_like_a_counter_whatever_the_sample_sees():
                 assert hl.tally(cells) == collections.Counter(cells)
                 cells[rng.randrange(n)] = None
                 assert hl.tally(cells) == collections.Counter(cells)
+    many = [b"v%d" % (i % 40) for i in range(4000)] + [7, None, b""]
+    assert hl.tally(many) == collections.Counter(many)
     # a prefix or suffix of another value is not counted as it
     cells = [b"closing"] * 100 + [b"losing"] * 50 + [b"closin"] * 25
     assert hl.tally(cells) == {b"closing": 100, b"losing": 50, b"closin": 25}
