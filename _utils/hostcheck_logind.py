@@ -1109,17 +1109,63 @@ def _read_procs(path, dir_fd, size=65536, flags=os.O_RDONLY | os.O_CLOEXEC):
     except OSError:
         return b""
     try:
-        raw = os.read(fd, size)
-        if len(raw) == size:
-            chunks = [raw]
-            while len(chunks[-1]) == size:
-                chunks.append(os.read(fd, size))
-            raw = b"".join(chunks)
-        return raw
-    except OSError:
-        return b""
+        return _read_rest(fd, size)
     finally:
         os.close(fd)
+
+
+def read_procs_at(names, dir_fd):
+    """The bytes of ``NAME/cgroup.procs`` of each of ``names`` (relative to
+    ``dir_fd``), in order; ``b""`` for one that cannot be read (the scope
+    is gone). :data:`OPEN_AT_ONCE` at a time: opened, read in one C-level
+    pass, closed together (:func:`_close_all`)."""
+    out = []
+    for start in range(0, len(names), OPEN_AT_ONCE):
+        out += _procs_window(names[start:start + OPEN_AT_ONCE], dir_fd)
+    return out
+
+
+def _procs_window(names, dir_fd, size=65536, flags=os.O_RDONLY | os.O_CLOEXEC):
+    """:func:`read_procs_at` of a few: a file that fills the buffer is read
+    on to its end; when a read fails, all are read again one by one from
+    their start (:func:`_read_rest`)."""
+    fds, at = [], []
+    try:
+        for k, name in enumerate(names):
+            try:
+                fds.append(os.open(name + "/cgroup.procs", flags, dir_fd=dir_fd))
+            except OSError:
+                continue
+            at.append(k)
+        try:
+            got = list(map(os.read, fds, itertools.repeat(size, len(fds))))
+        except OSError:
+            got = [_read_rest(fd, size, rewind=True) for fd in fds]
+        if len(b"".join(got)) >= size:  # (none can have filled the buffer when all together did not)
+            got = [_read_rest(fd, size, raw) if len(raw) == size else raw for fd, raw in zip(fds, got)]
+    finally:
+        _close_all(fds)
+    if len(at) == len(names):
+        return got
+    out = [b""] * len(names)
+    for k, raw in zip(at, got):
+        out[k] = raw
+    return out
+
+
+def _read_rest(fd, size, first=None, rewind=False):
+    """The bytes of ``fd`` up to its end, read ``size`` at a time: after
+    ``first`` (what a first read gave), else from where it is, or from its
+    start (``rewind``); ``b""`` when a read fails."""
+    try:
+        if rewind:
+            os.lseek(fd, 0, os.SEEK_SET)
+        chunks = [os.read(fd, size) if first is None else first]
+        while len(chunks[-1]) == size:
+            chunks.append(os.read(fd, size))
+        return b"".join(chunks)
+    except OSError:
+        return b""
 
 
 def _pids(raw):
@@ -1339,12 +1385,12 @@ def _read_scopes(facts, scopes, base):
             procs.update((i, []) for i in items)
             continue
         try:
-            for i in items:
-                raw = _read_procs("session-" + ids[i] + ".scope", dir_fd)
-                # the usual leftover: one PID (a line of digits), else the general parse
-                procs[i] = [int(raw)] if raw[-1:] == b"\n" and raw[:-1].isdigit() else _pids(raw)
+            raws = read_procs_at(["session-" + ids[i] + ".scope" for i in items], dir_fd)
         finally:
             os.close(dir_fd)
+        for i, raw in zip(items, raws):
+            # the usual leftover: one PID (a line of digits), else the general parse
+            procs[i] = [int(raw)] if raw[-1:] == b"\n" and raw[:-1].isdigit() else _pids(raw)
 
 
 def _name_procs(facts, snap, proc_root):

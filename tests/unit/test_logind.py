@@ -594,6 +594,38 @@ def test_descriptors_are_closed_together_only_when_nothing_else_is_between(monke
     assert fds == list(range(base, base + 6))
 
 
+def test_scopes_pids_read_a_window_at_a_time_gone_empty_big_or_unreadable(tmp_path):
+    """read_procs_at: the cgroup.procs of many scopes in order, b"" for a
+    scope that is gone or whose cgroup.procs cannot be read (a directory:
+    its window read again one by one), an empty one, one of 70,000 bytes
+    read to its end; no descriptor left open."""
+    n = hl.OPEN_AT_ONCE + 20
+    names = ["session-{}.scope".format(i) for i in range(n)]
+    want = []
+    for i, name in enumerate(names):
+        if i == 5:  # gone
+            want.append(b"")
+            continue
+        (tmp_path / name).mkdir()
+        if i == 7:
+            (tmp_path / name / "cgroup.procs").mkdir()  # EISDIR on read
+            want.append(b"")
+            continue
+        raw = b"" if i == 9 else (b"".join(b"%d\n" % p for p in range(100000, 110000)) if i == n - 3 else b"%d\n" % i)
+        (tmp_path / name / "cgroup.procs").write_bytes(raw)
+        want.append(raw)
+    assert len(want[n - 3]) > 65536
+    before = _open_fds()
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        got = hl.read_procs_at(names, fd)
+    finally:
+        os.close(fd)
+    assert _open_fds() == before
+    assert got == want
+    assert hl._pids(got[n - 3]) == list(range(100000, 110000))
+
+
 def test_unreadable_and_oversized_files_are_noted_not_fatal(bed, monkeypatch):
     bed.closing("c1", 500)
     bed.stale("1001")
