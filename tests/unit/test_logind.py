@@ -626,6 +626,13 @@ def test_scopes_pids_read_a_window_at_a_time_gone_empty_big_or_unreadable(tmp_pa
     assert hl._pids(got[n - 3]) == list(range(100000, 110000))
 
 
+def test_any_full_asks_the_groups_then_each():
+    limit = hl.FILE_LIMIT
+    assert not hl._any_full([]) and not hl._any_full([b"x" * (limit - 1)])
+    assert hl._any_full([b"x" * limit]) and hl._any_full([b"a"] * 100 + [b"x" * limit] + [b"b"] * 40)
+    assert not hl._any_full([b"x" * (limit // 8)] * 40)  # the groups' sums reach the limit, no file does
+
+
 def test_unreadable_and_oversized_files_are_noted_not_fatal(bed, monkeypatch):
     bed.closing("c1", 500)
     bed.stale("1001")
