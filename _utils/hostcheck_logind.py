@@ -959,8 +959,10 @@ def union_pattern(layouts):
     the comment line, the :data:`_WANTED` lines in systemd's order (groups,
     :data:`COLUMNS`), and between two of them one of the runs of other lines
     the layouts have there, as a trie (the runs' lines one at a time, a run
-    that goes on before one that ends there: no line matched twice; taken
-    for good: a wrong choice only sends the file to the slower parse). An other line is
+    that goes on before one that ends there: no line matched twice). The
+    groups are plain, not atomic (cheaper in ``re``): no two branches can
+    start on the same line, and no line a branch starts on can start what
+    follows the group, so going back into one never finds another way. An other line is
     matched by the start of its key (:func:`_other_key`: no wanted line can
     start so; the rest of a line is scanned by ``re``'s tight loop, each
     literal character costs a step). A file it matches has each wanted
@@ -993,7 +995,7 @@ def union_pattern(layouts):
                     for head, rests in sorted(heads.items())]
         if len(branches) + ends == 1:
             return branches[0] if branches else b""
-        return (b"(?>" if _PLUS else b"(?:") + b"|".join(branches + [b""] * ends) + b")"
+        return b"(?:" + b"|".join(branches + [b""] * ends) + b")"
 
     def body(values):
         return rb"#[^\n]*" + _PLUS + rb"\n" + one_of(gaps[0]) + b"".join(
