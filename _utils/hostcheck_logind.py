@@ -832,26 +832,43 @@ def _read_window(names, dir_fd, raws, failed, flags=_FLAGS):
     ``failed`` (``None`` for one that is not a regular file). The reads are
     one C-level pass; when one fails (a directory or a FIFO put there since
     the listing) they are all done again one by one (:func:`_read_each`)."""
-    fds, _open = [], os.open
+    fds = []
     try:
-        for name in names:
-            try:
-                fds.append(_open(name, flags, dir_fd=dir_fd))
-            except OSError as exc:
-                failed.append((name, exc))
+        missed = _open_each(names, dir_fd, flags, fds)
         opened = names
-        if len(fds) < len(names):
-            lost = {name for name, _ in failed}
-            opened = [name for name in names if name not in lost]
-        try:
-            got = list(map(os.read, fds, itertools.repeat(FILE_LIMIT, len(fds))))
-        except OSError:
-            got = None
+        if missed:
+            failed += missed
+            skip = {name for name, _ in missed}
+            opened = [name for name in names if name not in skip]
+        got = _read_once(fds, FILE_LIMIT)
         if got is None or not all(got):  # an empty one: a FIFO or a device put there since it was listed?
             got = _read_each(opened, fds, failed)
         raws += got
     finally:
         _close_all(fds)
+
+
+def _open_each(names, dir_fd, flags, fds):
+    """Open each of ``names`` (relative to ``dir_fd``), the descriptors
+    appended to ``fds`` (the caller's, which closes them whatever happens:
+    :func:`_close_all`); ``[(name, exception)]`` of those that did not
+    open."""
+    missed, _open, keep = [], os.open, fds.append
+    for name in names:
+        try:
+            keep(_open(name, flags, dir_fd=dir_fd))
+        except OSError as exc:
+            missed.append((name, exc))
+    return missed
+
+
+def _read_once(fds, size):
+    """One read of ``size`` from each of ``fds``, in one C-level pass;
+    ``None`` when one fails (some may have been read)."""
+    try:
+        return list(map(os.read, fds, itertools.repeat(size, len(fds))))
+    except OSError:
+        return None
 
 
 def _read_each(names, fds, failed):
@@ -1140,28 +1157,21 @@ def _procs_window(names, dir_fd, size=65536, flags=os.O_RDONLY | os.O_CLOEXEC):
     """:func:`read_procs_at` of a few: a file that fills the buffer is read
     on to its end; when a read fails, all are read again one by one from
     their start (:func:`_read_rest`)."""
-    fds, at = [], []
+    fds = []
     try:
-        for k, name in enumerate(names):
-            try:
-                fds.append(os.open(name + "/cgroup.procs", flags, dir_fd=dir_fd))
-            except OSError:
-                continue
-            at.append(k)
-        try:
-            got = list(map(os.read, fds, itertools.repeat(size, len(fds))))
-        except OSError:
+        paths = [name + "/cgroup.procs" for name in names]
+        missed = _open_each(paths, dir_fd, flags, fds)
+        got = _read_once(fds, size)
+        if got is None:
             got = [_read_rest(fd, size, rewind=True) for fd in fds]
         if len(b"".join(got)) >= size:  # (none can have filled the buffer when all together did not)
             got = [_read_rest(fd, size, raw) if len(raw) == size else raw for fd, raw in zip(fds, got)]
     finally:
         _close_all(fds)
-    if len(at) == len(names):
+    if not missed:
         return got
-    out = [b""] * len(names)
-    for k, raw in zip(at, got):
-        out[k] = raw
-    return out
+    skip, read = {path for path, _ in missed}, iter(got)
+    return [b"" if path in skip else next(read) for path in paths]
 
 
 def _read_rest(fd, size, first=None, rewind=False):
