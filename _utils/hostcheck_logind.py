@@ -1345,24 +1345,44 @@ def _scan_sessions(facts, host, base, quick):
             os.close(fd)
     facts.odd.extend(odd)
     facts.count -= len(odd)
-    snap = host.snapshot()
-    _find_leaders(facts, snap)
+    snap, hits = process_view(host, facts.table)
+    _find_leaders(facts, snap, hits)
     _read_scopes(facts, scopes, base)
     _name_procs(facts, snap, host.proc_root)
 
 
-def _find_leaders(facts, snap):
+def process_view(host, table):
+    """``(snapshot, hits)``: the processes the rules need, and the indices
+    of the sessions of ``table`` whose leader PID is listed in ``/proc``.
+    The run's snapshot when another check already took one; else only the
+    leaders that run (found by listing ``/proc``: no process read for the
+    others), their ancestry and this process's (:func:`hostcheck_proc.partial_snapshot`;
+    the leftovers are read later, :func:`_name_procs`)."""
+    snap = host.taken()
+    if snap is None:
+        try:
+            running = [int(name) for name in os.listdir(host.proc_root) if name.isdigit()]
+        except OSError:  # the full snapshot says why
+            running = None
+        if running is not None:
+            hits = table.matching("leader", running)
+            return hostcheck_proc.partial_snapshot(sorted(set(table.values("leader", hits))), host.proc_root), hits
+        snap = host.snapshot()
+    return snap, table.matching("leader", snap.procs)
+
+
+def _find_leaders(facts, snap, hits):
     """``facts.leaders`` (the leader PIDs that run, and when they started)
-    and ``facts.led`` (see :func:`led`), from one pass over the sessions'
-    ``LEADER`` column."""
+    and ``facts.led`` (see :func:`led`), from ``hits`` (the indices whose
+    ``LEADER`` is listed in ``/proc``, :func:`process_view`; one that is
+    gone from ``snap``, or a zombie, is not a leader that runs)."""
     table = facts.table
-    hits = table.matching("leader", snap.procs)
     pids = set(table.values("leader", hits))
     for pid in pids:
-        proc = snap.procs[pid]
-        if proc.state not in ("Z", "X", "x"):
+        proc = snap.procs.get(pid)
+        if proc is not None and proc.state not in ("Z", "X", "x"):
             facts.leaders[pid] = snap.started_at(proc)
-    if len(facts.leaders) < len(pids):  # a zombie leader: its sessions are not hits
+    if len(facts.leaders) < len(pids):  # a zombie or gone leader: its sessions are not hits
         hits = table.matching("leader", facts.leaders, hits)
     facts.led = (hits, alive_leaders(table, facts.leaders, hits=hits))
 

@@ -510,6 +510,41 @@ def test_a_zombie_leader_is_a_gone_leader(bed):
     assert got.facts.leaders == {300: got.facts.leaders[300]} and 400 not in got.facts.leaders
 
 
+def test_only_the_leaders_that_run_are_read_from_proc(bed, monkeypatch):
+    """Without a snapshot taken by another check, ``/proc`` is listed and
+    only the leaders found there (and the ancestries) are read; the verdicts
+    are those of a full snapshot. A leader listed but gone before its
+    ``stat`` is read leads nothing."""
+    bed.add_proc(301, comm="crond", exe="/usr/sbin/crond", starttime=200)
+    bed.stale("78", leader=301)  # alive: not stale
+    bed.add_proc(300, comm="nginx", exe="/usr/sbin/nginx", starttime=100000 * CLK // 100)
+    bed.stale("77", leader=300)  # reused
+    bed.closing("c1", 500)
+    (bed.proc / "302").mkdir()  # listed, but gone before its stat is read
+    bed.stale("79", leader=302)
+    for pid in range(600, 640):  # processes no session names
+        bed.add_proc(pid)
+    real_open, stats = os.open, []
+
+    def counting(path, *args, **kwargs):
+        if str(path).endswith("/stat"):
+            stats.append(os.path.basename(os.path.dirname(str(path))))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting)
+    got = diag(bed)
+    read = set(stats)
+    assert {"300", "301", "500"} <= read and not read & {str(p) for p in range(600, 640)} and "40" not in read
+    host = bed.host()
+    host.snapshot()  # another check took the full one first
+    full = hc.diagnose(hl, host, dict(OPTS))
+    assert got.facts.leaders == full.facts.leaders and set(got.facts.leaders) == {300, 301}
+    assert got.findings == full.findings and got.details == full.details
+    (stale,) = [f for f in got.findings if f["code"] == "stale-session-files"]
+    assert stale["session_ids"] == ["77", "79"]
+    assert stale["reasons"] == {"leader gone": 1, "leader PID reused": 1}
+
+
 def test_fifos_are_never_opened(bed, no_hang, monkeypatch):
     bed.closing("c1", 500)
     os.mkfifo(bed.sessions / "c1.ref")
