@@ -327,6 +327,16 @@ def test_the_fast_parser_gives_what_the_general_one_gives():
     finally:
         hl.BATCH = monkey
     assert {r["id"]: r for r in got} == expected and len(state[1]) >= 2
+    # the columns counted as they are added (bulk rows, files parsed one by one, in batches) count what they hold
+    table, state = hl.Sessions(), ({}, [])
+    for start in range(0, len(raws), 7):
+        batch = raws[start:start + 7]
+        hl.parse_into(table, [name for name, _ in batch], [raw for _, raw in batch], state)
+    for name in hl.COUNTED:
+        assert table.tally(name) == collections.Counter(getattr(table, name)), name
+        assert table.counts(name) == collections.Counter(r[name] for r in expected.values()), name
+    table.tally("state")[b"closing"] = 0  # a copy: the counts kept are not changed by a caller
+    assert table.tally("state") == collections.Counter(table.state)
 
 
 def test_files_of_the_learned_layouts_all_go_through_the_bulk_pass(monkeypatch):
