@@ -710,7 +710,10 @@ class Sessions:
                 return list(map(int, stored))
             except TypeError:  # a None (a file without the line)
                 pass
-        conv = {v: self.value(name, v) for v in set(stored) if type(v) is bytes}
+        distinct = set(stored)
+        conv = {v: self.value(name, v) for v in distinct if type(v) is bytes}
+        if len(conv) == len(distinct):  # all as written: each looked up at C level
+            return list(map(conv.__getitem__, stored))
         return [conv[v] if type(v) is bytes else v for v in stored] if conv else list(stored)
 
     def counts(self, name, idx=None):
@@ -1599,8 +1602,7 @@ def verdicts(facts):
 def _all_but(n, done):
     """``range(n)`` without the indices ``done``, in order (a mask: no set look-up per index)."""
     keep = bytearray(b"\1") * n
-    for i in done:
-        keep[i] = 0
+    collections.deque(map(keep.__setitem__, done, itertools.repeat(0)), maxlen=0)
     return list(itertools.compress(range(n), keep))
 
 
@@ -1738,12 +1740,11 @@ def _stale_finding(facts, stale, lost, lost_uids, hits, services=None, others=No
     :func:`_counts_of`; ``others`` is then every session not in ``stale``)."""
     if not stale:
         return None
-    table, leaders = facts.table, facts.leaders
+    table = facts.table
     stale_hits = set(stale).intersection(hits) if others is None else itertools.filterfalse(set(others).__contains__,
                                                                                             hits)
-    reused = sum(1 for i in stale_hits
-                 if leader_state({"leader": table.cell("leader", i), "realtime": table.cell("realtime", i)},
-                                 leaders) == "reused")
+    # a stale session's leader is not alive (verdicts): one whose PID runs was reused (leader_state())
+    reused = len(list(stale_hits))
     why = _count({k: n for k, n in (("leader gone", len(stale) - reused), ("leader PID reused", reused)) if n})
     by_service = _count(_counts_of(table, "service", stale, services, others))
     text = "{} stale session file{} (no live scope, {}; by service: {})".format(
