@@ -1365,15 +1365,16 @@ def _scan_sessions(facts, host, base, quick):
             os.close(fd)
     facts.odd.extend(odd)
     facts.count -= len(odd)
-    snap, hits = process_view(host, facts.table)
-    _find_leaders(facts, snap, hits)
+    snap, hits, pids = process_view(host, facts.table)
+    _find_leaders(facts, snap, hits, pids)
     _read_scopes(facts, scopes, base)
     _name_procs(facts, snap, host.proc_root)
 
 
 def process_view(host, table):
-    """``(snapshot, hits)``: the processes the rules need, and the indices
-    of the sessions of ``table`` whose leader PID is listed in ``/proc``.
+    """``(snapshot, hits, pids)``: the processes the rules need, the indices
+    of the sessions of ``table`` whose leader PID is listed in ``/proc``,
+    and those leader PIDs (converted once).
     The run's snapshot when another check already took one; else only the
     leaders that run (found by listing ``/proc``: no process read for the
     others), their ancestry and this process's (:func:`hostcheck_proc.partial_snapshot`;
@@ -1386,18 +1387,20 @@ def process_view(host, table):
             running = None
         if running is not None:
             hits = table.matching("leader", running)
-            return hostcheck_proc.partial_snapshot(sorted(set(table.values("leader", hits))), host.proc_root), hits
+            pids = set(table.values("leader", hits))
+            return hostcheck_proc.partial_snapshot(sorted(pids), host.proc_root), hits, pids
         snap = host.snapshot()
-    return snap, table.matching("leader", snap.procs)
+    hits = table.matching("leader", snap.procs)
+    return snap, hits, set(table.values("leader", hits))
 
 
-def _find_leaders(facts, snap, hits):
+def _find_leaders(facts, snap, hits, pids):
     """``facts.leaders`` (the leader PIDs that run, and when they started)
     and ``facts.led`` (see :func:`led`), from ``hits`` (the indices whose
-    ``LEADER`` is listed in ``/proc``, :func:`process_view`; one that is
-    gone from ``snap``, or a zombie, is not a leader that runs)."""
+    ``LEADER`` is listed in ``/proc``) and ``pids`` (their leaders; both
+    from :func:`process_view`; one gone from ``snap``, or a zombie, is not
+    a leader that runs)."""
     table = facts.table
-    pids = set(table.values("leader", hits))
     for pid in pids:
         proc = snap.procs.get(pid)
         if proc is not None and proc.state not in ("Z", "X", "x"):
