@@ -42,7 +42,8 @@ order after ``gc.collect()``, as CPU time of this process:
 
 Target: ``logind / floor <= 1.5`` (the medians' ratio); ``logind / floor_all``
 is printed too, and the median of each run's own ``logind / floor`` (the two
-timed in one round, a few ms apart: less exposed to the load drifting).
+timed in one round, a few ms apart: less exposed to the load drifting) with
+their quartiles (how far one run's load moves the verdict).
 The grain's cost is reported in ms and against ``floor_list``. After timing, the diagnosis is checked against what
 was built (exit 1 when it is wrong; ``--strict``: exit 3 when the target is
 missed). The bench signals only the one ``sleep`` it started, by its Popen.
@@ -244,7 +245,10 @@ def run_size(size, args, leftover):
     med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
     # the ratio within each run (the two timed a few ms apart): the machine's load drifts less in between
-    med["paired"] = statistics.median(a / b for a, b in zip(times["logind"], times["floor"]))
+    paired = [a / b for a, b in zip(times["logind"], times["floor"])]
+    med["paired"] = statistics.median(paired)
+    # the spread of the runs' own ratios: how far one run's load moves the verdict
+    med["paired_q1"], _, med["paired_q3"] = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
     return built, med, low, problems
 
 
@@ -261,8 +265,8 @@ def report(size, built, med, low):
     print("  ratio logind/floor       {:5.2f}x (target <= {}x: {})".format(
         ratio, RATIO_TARGET, "ok" if ratio <= RATIO_TARGET else "MISS"))
     print("  ratio logind/floor_all   {:5.2f}x".format(med["logind"] / med["floor_all"]))
-    print("  ratio logind/floor       {:5.2f}x median of the runs' own ratios (a check on the line above)".format(
-        med["paired"]))
+    print("  ratio logind/floor       {:5.2f}x median of the runs' own ratios (a check on the line above; "
+          "quartiles {:.2f}-{:.2f})".format(med["paired"], med["paired_q1"], med["paired_q3"]))
     print("  grain                    {:6.1f} ms ({:.2f}x floor_list, {:.2f}x floor)".format(
         med["grain"], med["grain"] / med["floor_list"], med["grain"] / med["floor"]))
     return ratio
