@@ -5,7 +5,7 @@ interleaved runs.
 
 Usage (from the repository root; any user, root not needed)::
 
-    .venv/bin/python bench/logind_bench.py [--sizes 10000,100000] [--repeat 7]
+    .venv/bin/python bench/logind_bench.py [--sizes 10000,100000] [--repeat 21]
 
 For each size it builds, in a temporary directory on a tmpfs (``/dev/shm``,
 like ``/run``; ``--dir`` to choose), a fake ``/run`` (systemd running,
@@ -43,7 +43,9 @@ order after ``gc.collect()``, as CPU time of this process:
 Target: ``logind / floor <= 1.5`` (the medians' ratio); ``logind / floor_all``
 is printed too, and the median of each run's own ``logind / floor`` (the two
 timed in one round, a few ms apart: less exposed to the load drifting) with
-their quartiles (how far one run's load moves the verdict).
+their quartiles (how far one run's load moves the verdict) and a 95%
+confidence interval of that median (order statistics, no assumption about
+the load's distribution): under, over, or not told apart from the target.
 The grain's cost is reported in ms and against ``floor_list``. After timing, the diagnosis is checked against what
 was built (exit 1 when it is wrong; ``--strict``: exit 3 when the target is
 missed). The bench signals only the one ``sleep`` it started, by its Popen.
@@ -62,7 +64,7 @@ sys.path.insert(0, os.path.join(REPO, "_utils"))
 
 import hostcheck_check  # noqa: E402
 import hostcheck_logind  # noqa: E402
-from benchlib import measure  # noqa: E402
+from benchlib import measure, median_ci  # noqa: E402
 
 RATIO_TARGET = 1.5
 
@@ -249,6 +251,8 @@ def run_size(size, args, leftover):
     med["paired"] = statistics.median(paired)
     # the spread of the runs' own ratios: how far one run's load moves the verdict
     med["paired_q1"], _, med["paired_q3"] = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+    # how sure the run is of that median: the verdict that the noise cannot undo
+    med["paired_ci"] = median_ci(paired)
     return built, med, low, problems
 
 
@@ -267,16 +271,28 @@ def report(size, built, med, low):
     print("  ratio logind/floor_all   {:5.2f}x".format(med["logind"] / med["floor_all"]))
     print("  ratio logind/floor       {:5.2f}x median of the runs' own ratios (a check on the line above; "
           "quartiles {:.2f}-{:.2f})".format(med["paired"], med["paired_q1"], med["paired_q3"]))
+    print("  ratio logind/floor       {}".format(_ci_verdict(med["paired_ci"])))
     print("  grain                    {:6.1f} ms ({:.2f}x floor_list, {:.2f}x floor)".format(
         med["grain"], med["grain"] / med["floor_list"], med["grain"] / med["floor"]))
     return ratio
+
+
+def _ci_verdict(ci):
+    """The 95% confidence interval of the median own ratio, and what it
+    says of the target."""
+    if ci is None:
+        return "(too few runs for a 95% interval of the median: --repeat 6 or more)"
+    low, high = ci
+    verdict = ("under the target" if high <= RATIO_TARGET else "over the target" if low > RATIO_TARGET
+               else "not told apart from the target at this --repeat")
+    return "{:.2f}-{:.2f}x 95% confidence interval of that median: {}".format(low, high, verdict)
 
 
 def main(argv=None):
     global ARGS  # pylint: disable=global-statement
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000", help="comma-separated numbers of session files")
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=21)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                     help="where the temporary trees go (default /dev/shm, a tmpfs like /run)")

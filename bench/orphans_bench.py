@@ -60,7 +60,6 @@ The last line is ``BENCH_JSON {...}`` for machines.
 
 import argparse
 import cProfile
-import ctypes
 import importlib.util
 import io
 import json
@@ -73,7 +72,8 @@ import subprocess
 import sys
 import time
 
-from benchlib import fill_small_trees, measure, serve_until_eof
+import benchlib
+from benchlib import _read, fill_small_trees, measure, ns_members, serve_until_eof
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -285,36 +285,6 @@ def inner_main(args):
 # host side
 
 
-def _set_pdeathsig():
-    """Runs in the forked child before exec of unshare: die with the bench."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
-def _readlink(path):
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
-def ns_members(ns_id):
-    """Host PIDs whose PID namespace is ``ns_id``."""
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and _readlink("/proc/{}/ns/pid".format(name)) == ns_id:
-            out.append(int(name))
-    return out
-
-
 def scan(pids):
     """Minimal, independent view of ``pids``: {pid: (ppid, pgid, argv list)}."""
     out = {}
@@ -329,63 +299,13 @@ def scan(pids):
     return out
 
 
-class Namespace:
+class Namespace(benchlib.Namespace):
     """The bench's PID namespace and what was built in it."""
 
     def __init__(self, procs):
+        super().__init__(__file__, ["--procs", str(procs)])
         self.procs = procs
         self.bench_dir = BENCH_DIR
-        self.popen = None
-        self.init_pid = None
-        self.ns_id = None
-        self.planned = None
-
-    def start(self, timeout=120.0):
-        unshare = shutil.which("unshare")
-        if unshare is None:
-            raise SystemExit("unshare (util-linux) is needed")
-        argv = [unshare, "--pid", "--fork", "--kill-child", "--mount-proc",
-                sys.executable, os.path.abspath(__file__), "--inner", "--procs", str(self.procs)]
-        self.popen = subprocess.Popen(  # pylint: disable=consider-using-with
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_set_pdeathsig
-        )
-        line = self.popen.stdout.readline().decode().strip()
-        if not line.startswith("SPAWNED "):
-            raise SystemExit("bench namespace failed: {!r}".format(line))
-        self.planned = int(line.split()[1])
-        kids = _read("/proc/{0}/task/{0}/children".format(self.popen.pid)) or b""
-        self.init_pid = int(kids.split()[0])
-        self.ns_id = _readlink("/proc/{}/ns/pid".format(self.init_pid))
-        if self.ns_id is None or self.ns_id == _readlink("/proc/self/ns/pid"):
-            raise SystemExit("could not find the bench namespace")
-        deadline = time.monotonic() + timeout
-        stable = 0
-        count = 0
-        while time.monotonic() < deadline:
-            count = len(ns_members(self.ns_id))
-            stable = stable + 1 if count == self.planned else 0
-            if stable >= 3:
-                return count
-            time.sleep(0.2)
-        raise SystemExit("namespace has {} processes, expected {}".format(count, self.planned))
-
-    def stop(self):
-        if self.popen is None:
-            return
-        try:
-            self.popen.stdin.close()  # init sees EOF and exits: the kernel kills the rest
-        except OSError:
-            pass
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()  # our own unshare; --kill-child takes the init with it
-            self.popen.wait(timeout=10)
-        if self.ns_id:
-            deadline = time.monotonic() + 10
-            while ns_members(self.ns_id) and time.monotonic() < deadline:
-                time.sleep(0.1)
-        self.popen = None
 
 
 # ---------------------------------------------------------------------------

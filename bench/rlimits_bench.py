@@ -63,7 +63,6 @@ import resource
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
 
@@ -89,8 +88,8 @@ while True:
 
 
 # the namespace harness shared with the orphans bench (bench/ is on sys.path: the script's own directory)
-from benchlib import fill_small_trees, measure, serve_until_eof  # noqa: E402
-from orphans_bench import _read, _readlink, _set_pdeathsig, ns_members  # noqa: E402
+import benchlib  # noqa: E402
+from benchlib import _read, fill_small_trees, measure, ns_members, serve_until_eof  # noqa: E402
 
 # ===========================================================================
 # inner side: PID 1 of the bench's namespace
@@ -122,45 +121,18 @@ def inner_main(args):
 # host side
 
 
-class Namespace:
+class Namespace(benchlib.Namespace):
     """The bench's PID namespace (everything in it was started by the bench)."""
 
     def __init__(self, procs, holders):
+        super().__init__(__file__, ["--procs", str(procs), "--holders", str(holders)])
         self.procs, self.holders = procs, holders
-        self.popen = self.ns_id = self.planned = None
 
-    def start(self, timeout=120.0):
-        unshare = shutil.which("unshare")
-        if unshare is None:
-            raise SystemExit("unshare (util-linux) is needed")
-        argv = [unshare, "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable,
-                os.path.abspath(__file__), "--inner", "--procs", str(self.procs), "--holders", str(self.holders)]
-        self.popen = subprocess.Popen(  # pylint: disable=consider-using-with
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_set_pdeathsig)
-        line = self.popen.stdout.readline().decode().strip()
-        if not line.startswith("SPAWNED "):
-            raise SystemExit("bench namespace failed: {!r}".format(line))
-        self.planned = int(line.split()[1])
-        kids = _read("/proc/{0}/task/{0}/children".format(self.popen.pid)) or b""
-        init_pid = int(kids.split()[0])
-        self.ns_id = _readlink("/proc/{}/ns/pid".format(init_pid))
-        if self.ns_id is None or self.ns_id == _readlink("/proc/self/ns/pid"):
-            raise SystemExit("could not find the bench namespace")
-        return self._settle(timeout)
-
-    def _settle(self, timeout):
-        """Wait until every planned process runs and every holder holds its descriptors."""
-        deadline, stable, count = time.monotonic() + timeout, 0, 0
-        while time.monotonic() < deadline:
-            count = len(ns_members(self.ns_id))
-            holders = self.holder_pids()
-            ready = len(holders) == self.holders and all(
-                len(os.listdir("/proc/{}/fd".format(p))) >= want for p, want in holders.items())
-            stable = stable + 1 if count == self.planned and ready else 0
-            if stable >= 3:
-                return count
-            time.sleep(0.2)
-        raise SystemExit("namespace has {} processes, expected {}".format(count, self.planned))
+    def ready(self):
+        """Every holder runs and holds its descriptors."""
+        holders = self.holder_pids()
+        return len(holders) == self.holders and all(
+            len(os.listdir("/proc/{}/fd".format(p))) >= want for p, want in holders.items())
 
     def holder_pids(self):
         """``{host pid: descriptors it holds}`` of the holders."""
@@ -170,23 +142,6 @@ class Namespace:
             if len(argv) > 4 and argv[3] == MARK.encode():
                 out[pid] = int(argv[4])
         return out
-
-    def stop(self):
-        if self.popen is None:
-            return
-        try:
-            self.popen.stdin.close()  # init sees EOF and exits: the kernel kills the rest
-        except OSError:
-            pass
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()  # our own unshare; --kill-child takes the init with it
-            self.popen.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while self.ns_id and ns_members(self.ns_id) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.popen = None
 
 
 # ---------------------------------------------------------------------------
