@@ -253,7 +253,7 @@ def run_size(size, args, leftover):
     med["paired"] = statistics.median(paired)
     # the spread of the runs' own ratios: how far one run's load moves the verdict
     med["paired_q1"], _, med["paired_q3"] = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
-    # how sure the run is of that median: the verdict that the noise cannot undo
+    # how sure this run is of that median (its own noise; the load can move a whole run beyond it)
     med["paired_ci"] = median_ci(paired)
     return built, med, low, problems
 
